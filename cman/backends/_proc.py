@@ -1,0 +1,72 @@
+"""The one subprocess gateway: argv lists only, a timeout on every call.
+
+Errors keep argv, exit code and stderr. Callers classify failures by exit code
+and by querying state afterwards (``lxc-info``), not by parsing English stderr;
+the few stderr patterns that are unavoidable live in one table in the caller.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ..errors import EngineError, EngineTimeout, EngineUnavailable
+
+DEFAULT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class ProcError(EngineError):
+    """A command exited non-zero."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stdout: str, stderr: str) -> None:
+        last = (stderr.strip().splitlines() or [""])[-1]
+        super().__init__(f"`{' '.join(argv)}` exited {returncode}" + (f": {last}" if last else ""))
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    check: bool = True,
+    input: str | None = None,  # noqa: A002 - subprocess's name
+    env: Mapping[str, str] | None = None,
+    backend: str = "lxc",
+) -> Completed:
+    """Run ``argv`` (never through a shell) and capture its output."""
+    argv = [str(a) for a in argv]
+    if not argv or any("\0" in a for a in argv):
+        raise ValueError("argv must be non-empty and contain no NUL bytes")
+    try:
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            env=dict(env) if env is not None else None,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            check=False,
+        )
+    except FileNotFoundError as err:
+        raise EngineUnavailable(
+            backend, f"{argv[0]} is not installed", "install it: apt-get install lxc"
+        ) from err
+    except subprocess.TimeoutExpired as err:
+        raise EngineTimeout(f"`{' '.join(argv)}` did not finish within {timeout:g} s") from err
+    result = Completed(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+    if check and proc.returncode != 0:
+        raise ProcError(argv, proc.returncode, proc.stdout, proc.stderr)
+    return result

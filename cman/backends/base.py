@@ -1,0 +1,191 @@
+"""The backend contract every engine implements.
+
+A backend is one module with one class. It declares what it can do in
+``capabilities``; callers check with :meth:`Backend.require` before relying on a
+feature, so "not supported" is a clear :class:`~cman.errors.Unsupported` error
+that names the backend and the feature, never an AttributeError or a crash.
+
+Names are validated by :meth:`Backend.validate_name` before any engine call.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import ClassVar
+
+from ..errors import Unsupported
+from ..models import (
+    Container,
+    ContainerSpec,
+    EngineStatus,
+    ExecResult,
+    Image,
+    ImageLayer,
+    LogChunk,
+    PruneResult,
+    PullProgress,
+    StdIO,
+)
+
+
+class Feature(StrEnum):
+    """Features a backend may declare. ``cman engine features`` prints the matrix."""
+
+    PULL = "pull"
+    PULL_PROGRESS = "pull-progress"
+    IMAGE_IMPORT = "image-import"
+    IMAGE_HISTORY = "image-history"
+    TTY = "tty"
+    EXEC = "exec"
+    LOGS = "logs"
+    LOGS_FOLLOW = "logs-follow"
+    CPU_LIMIT = "cpu-limit"
+    MEMORY_LIMIT = "memory-limit"
+    NETWORKS = "networks"
+    REMOTE = "remote"
+
+
+class Backend(abc.ABC):
+    """One container engine behind cman's verbs.
+
+    Container arguments (``ref``) are a name or an ID as the engine knows it,
+    without the ``backend:`` prefix (the CLI strips it).
+    """
+
+    name: ClassVar[str]
+    capabilities: ClassVar[frozenset[Feature]]
+    system_containers: ClassVar[bool] = False
+    """True when containers boot an init and ``run CMD`` executes CMD inside (LXD, LXC)."""
+
+    # -- engine -----------------------------------------------------------------
+
+    @classmethod
+    @abc.abstractmethod
+    def probe(cls) -> EngineStatus:
+        """Is the engine installed, running and reachable? Never raises; says the fix."""
+
+    @classmethod
+    @abc.abstractmethod
+    def validate_name(cls, name: str) -> None:
+        """Raise InvalidName unless ``name`` follows the engine's rules for containers."""
+
+    def require(self, feature: Feature) -> None:
+        if feature not in self.capabilities:
+            raise Unsupported(self.name, str(feature))
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. Optional."""
+
+    # -- images -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def pull(self, ref: str) -> Iterator[PullProgress]:
+        """Fetch an image, yielding progress events as they arrive."""
+
+    @abc.abstractmethod
+    def images(self) -> list[Image]: ...
+
+    @abc.abstractmethod
+    def image_inspect(self, ref: str) -> Image:
+        """Raises ImageNotFound."""
+
+    @abc.abstractmethod
+    def image_history(self, ref: str) -> list[ImageLayer]: ...
+
+    @abc.abstractmethod
+    def image_remove(self, ref: str, *, force: bool = False) -> None:
+        """Refuses (InUse) while a container uses the image, unless ``force``."""
+
+    @abc.abstractmethod
+    def image_prune(self) -> PruneResult:
+        """Remove images that no container uses and that have no name."""
+
+    @abc.abstractmethod
+    def image_import(self, tarball: Path, name: str) -> Image:
+        """Make an image from a rootfs tarball (the offline path)."""
+
+    # -- containers ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create(self, spec: ContainerSpec) -> Container:
+        """Create (not start) a container marked as managed by cman.
+
+        On failure nothing is left behind. Never retried: it is not idempotent.
+        """
+
+    @abc.abstractmethod
+    def start(self, ref: str) -> None: ...
+
+    @abc.abstractmethod
+    def start_attached(self, ref: str, io: StdIO) -> int:
+        """Start a created container in the foreground and return its command's exit code.
+
+        For application containers (Docker) this attaches to the main process; for
+        system containers it boots init, then runs the stored command inside.
+        """
+
+    @abc.abstractmethod
+    def stop(self, ref: str, *, timeout: float = 10) -> None:
+        """Ask nicely, wait up to ``timeout`` seconds, then kill."""
+
+    def restart(self, ref: str, *, timeout: float = 10) -> None:
+        self.stop(ref, timeout=timeout)
+        self.start(ref)
+
+    @abc.abstractmethod
+    def remove(self, ref: str, *, force: bool = False) -> None:
+        """Remove a container; ``force`` kills it first when running."""
+
+    @abc.abstractmethod
+    def containers(self, *, all: bool = False) -> list[Container]:  # noqa: A002 - docker's word
+        """Running containers, or every container with ``all``."""
+
+    @abc.abstractmethod
+    def inspect(self, ref: str) -> Container:
+        """Raises ContainerNotFound."""
+
+    @abc.abstractmethod
+    def exec(
+        self,
+        ref: str,
+        command: Sequence[str],
+        io: StdIO,
+        *,
+        env: dict[str, str] | None = None,
+    ) -> int:
+        """Run a command in a running container with the given streams; return its exit code."""
+
+    def exec_capture(self, ref: str, command: Sequence[str], *, stdin: bytes = b"") -> ExecResult:
+        """Run a command and capture its output (library convenience over :meth:`exec`)."""
+        import io as _io
+
+        out, err = _io.BytesIO(), _io.BytesIO()
+        code = self.exec(ref, command, StdIO(stdin=_io.BytesIO(stdin) if stdin else None, stdout=out, stderr=err))
+        return ExecResult(code, out.getvalue(), err.getvalue())
+
+    @abc.abstractmethod
+    def logs(self, ref: str, *, follow: bool = False) -> Iterator[LogChunk]: ...
+
+    @abc.abstractmethod
+    def wait(self, ref: str) -> int:
+        """Block until the container's command exits; return its exit code."""
+
+    @abc.abstractmethod
+    def init_pid(self, ref: str) -> int | None:
+        """Host PID of the container's init process, or None when it is not running."""
+
+    # -- networks (issue: networks) ----------------------------------------------
+    # Declared here so every backend shows up in the feature matrix; backends that
+    # implement networking declare Feature.NETWORKS and override these.
+
+    def network_create(self, spec: object) -> object:
+        raise Unsupported(self.name, str(Feature.NETWORKS))
+
+    def networks(self) -> list[object]:
+        raise Unsupported(self.name, str(Feature.NETWORKS))
+
+    def network_remove(self, name: str, *, force: bool = False) -> None:
+        raise Unsupported(self.name, str(Feature.NETWORKS))

@@ -1,0 +1,133 @@
+"""State and output helpers shared by the CLI's sub-apps.
+
+State lives in ``ctx.obj`` (a :class:`Session`), never in module globals.
+Backends are loaded on first use, so a command imports only the engines it touches.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import typer
+
+from .. import backends
+from ..backends.base import Backend
+from ..errors import AmbiguousName, CmanError, ContainerNotFound, EngineUnavailable
+from ..models import StdIO
+
+
+@dataclass
+class Session:
+    backend_option: str | None = None
+    debug: bool = False
+    _loaded: dict[str, Backend] = field(default_factory=dict)
+
+    def backend(self, name: str | None = None) -> Backend:
+        """The named backend, else --backend / $CMAN_BACKEND / the first reachable one."""
+        chosen = name or backends.default_name(self.backend_option)
+        if chosen not in self._loaded:
+            self._loaded[chosen] = backends.load(chosen)
+        return self._loaded[chosen]
+
+    def explicit_backend(self) -> str | None:
+        import os
+
+        return self.backend_option or os.environ.get(backends.ENV_BACKEND) or None
+
+    def listing_backends(self) -> list[str]:
+        """Backends a listing asks: the chosen one, else every reachable one."""
+        explicit = self.explicit_backend()
+        if explicit:
+            backends.default_name(explicit)  # validates the name
+            return [explicit]
+        found = [n for n in backends.names() if backends.quick_reachable(n)]
+        if not found:
+            raise EngineUnavailable("cman", "no container engine is reachable", "run `cman engine status` to see how to start one")
+        return found
+
+    def resolve(self, ref: str) -> tuple[Backend, str]:
+        """NAME or BACKEND:NAME -> (backend, name); ambiguity is an error that says what to write."""
+        prefix, name = backends_split(ref)
+        if prefix:
+            return self.backend(prefix), name
+        if self.explicit_backend():
+            return self.backend(), name
+        hits: list[str] = []
+        candidates = self.listing_backends()
+        if len(candidates) == 1:
+            return self.backend(candidates[0]), name
+        for bname in candidates:
+            try:
+                self.backend(bname).inspect(name)
+            except ContainerNotFound:
+                continue
+            except CmanError:
+                continue
+            hits.append(bname)
+        if not hits:
+            raise ContainerNotFound(name)
+        if len(hits) > 1:
+            raise AmbiguousName(name, hits)
+        return self.backend(hits[0]), name
+
+    def close(self) -> None:
+        for b in self._loaded.values():
+            b.close()
+
+
+def backends_split(ref: str) -> tuple[str | None, str]:
+    from ..validate import split_ref
+
+    return split_ref(ref, backends.names())
+
+
+def session(ctx: typer.Context) -> Session:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, Session):
+        obj = Session()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """docker-style plain columns: cheap, greppable, no colour."""
+    rows = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = ["   ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
+    lines += ["   ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip() for row in rows]
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def terminal_stdio(*, interactive: bool, tty: bool) -> StdIO:
+    return StdIO(
+        stdin=sys.stdin.buffer if interactive else None,
+        stdout=sys.stdout.buffer,
+        stderr=sys.stderr.buffer,
+        tty=tty,
+    )
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.3g}{unit}" if unit != "B" else f"{int(size)}B"
+        size /= 1000
+    return f"{n}B"
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"cman: warning: {message}\n")

@@ -1,0 +1,270 @@
+"""Container verbs, docker-style at the top level: run, create, ps, start, stop, ..."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from .. import lifecycle
+from ..errors import CmanError, ContainerNotFound, ExitCode, Interrupted
+from ..models import Container, ContainerSpec
+from ..validate import parse_cpus, parse_env, parse_labels, parse_size
+from ._common import print_json, print_table, session, terminal_stdio, warn
+from .images import pull_progress_printer
+
+# Options after IMAGE belong to the container's command, as with `docker run`.
+PASSTHROUGH = {"allow_interspersed_args": False}
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+Names = Annotated[list[str], typer.Argument(help="NAME or BACKEND:NAME.", show_default=False)]
+
+
+def _run_exit(err: CmanError) -> typer.Exit:
+    """run/exec report cman's own failures as 125 (126/127 kept), like `docker run`."""
+    sys.stderr.write(f"cman: {err}\n")
+    code = err.exit_code
+    if code not in (ExitCode.CANNOT_INVOKE, ExitCode.COMMAND_NOT_FOUND, ExitCode.INTERRUPTED):
+        code = ExitCode.RUN_FAILED
+    return typer.Exit(int(code))
+
+
+def _spec(
+    image: str,
+    command: list[str] | None,
+    name: str | None,
+    env: list[str] | None,
+    label: list[str] | None,
+    cpus: str | None,
+    memory: str | None,
+    interactive: bool,
+    tty: bool,
+    network: str | None = None,
+    ip: str | None = None,
+    dns: list[str] | None = None,
+    dns_search: list[str] | None = None,
+) -> ContainerSpec:
+    return ContainerSpec(
+        image=image,
+        name=name,
+        command=tuple(command or ()),
+        env=parse_env(env or []),
+        labels=parse_labels(label or []),
+        tty=tty,
+        interactive=interactive,
+        cpus=parse_cpus(cpus) if cpus is not None else None,
+        memory=parse_size(memory) if memory is not None else None,
+        network=network,
+        ip=ip,
+        dns=tuple(dns or ()),
+        dns_search=tuple(dns_search or ()),
+    )
+
+
+def _print_containers(items: list[Container], as_json: bool) -> None:
+    if as_json:
+        print_json([c.to_dict() for c in items])
+        return
+    print_table(
+        ["BACKEND", "NAME", "ID", "IMAGE", "STATE", "STATUS"],
+        [[c.backend, c.name, c.id[:12], c.image, c.state, c.status] for c in items],
+    )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(context_settings=PASSTHROUGH)
+    def run(
+        ctx: typer.Context,
+        image: Annotated[str, typer.Argument(help="Image to run (pulled when missing).")],
+        command: Annotated[list[str] | None, typer.Argument(help="Command and its arguments.")] = None,
+        interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Keep stdin open.")] = False,
+        tty: Annotated[bool, typer.Option("--tty", "-t", help="Allocate a pseudo-terminal.")] = False,
+        rm: Annotated[bool, typer.Option("--rm", help="Remove the container when it exits, fails or is interrupted.")] = False,
+        detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background and print the ID.")] = False,
+        name: Annotated[str | None, typer.Option("--name", help="Container name.")] = None,
+        env: Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment K=V (repeatable).")] = None,
+        label: Annotated[list[str] | None, typer.Option("--label", "-l", help="Label K=V (repeatable).")] = None,
+        cpus: Annotated[str | None, typer.Option("--cpus", help="CPU limit, e.g. 0.5.")] = None,
+        memory: Annotated[str | None, typer.Option("--memory", "-m", help="Memory limit, e.g. 512m.")] = None,
+    ) -> None:
+        """Create and start a container; the command's exit code becomes cman's."""
+        s = session(ctx)
+        try:
+            spec = _spec(image, command, name, env, label, cpus, memory, interactive, tty)
+            backend = s.backend()
+            if spec.name:
+                backend.validate_name(spec.name)
+            outcome = lifecycle.run(
+                backend,
+                spec,
+                terminal_stdio(interactive=interactive, tty=tty),
+                remove=rm,
+                detach=detach,
+                on_progress=pull_progress_printer(),
+            )
+        except Interrupted as err:
+            sys.stderr.write(f"cman: {err}\n")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from err
+        except CmanError as err:
+            raise _run_exit(err) from err
+        if detach:
+            sys.stdout.write(outcome.container.id + "\n")
+            return
+        raise typer.Exit(outcome.exit_code or 0)
+
+    @app.command(context_settings=PASSTHROUGH)
+    def create(
+        ctx: typer.Context,
+        image: Annotated[str, typer.Argument(help="Image (pulled when missing).")],
+        command: Annotated[list[str] | None, typer.Argument(help="Command and its arguments.")] = None,
+        interactive: Annotated[bool, typer.Option("--interactive", "-i")] = False,
+        tty: Annotated[bool, typer.Option("--tty", "-t")] = False,
+        name: Annotated[str | None, typer.Option("--name")] = None,
+        env: Annotated[list[str] | None, typer.Option("--env", "-e")] = None,
+        label: Annotated[list[str] | None, typer.Option("--label", "-l")] = None,
+        cpus: Annotated[str | None, typer.Option("--cpus")] = None,
+        memory: Annotated[str | None, typer.Option("--memory", "-m")] = None,
+    ) -> None:
+        """Create a container without starting it; print its ID."""
+        s = session(ctx)
+        spec = _spec(image, command, name, env, label, cpus, memory, interactive, tty)
+        backend = s.backend()
+        if spec.name:
+            backend.validate_name(spec.name)
+        lifecycle.ensure_image(backend, spec.image, pull_progress_printer())
+        sys.stdout.write(backend.create(spec).id + "\n")
+
+    @app.command("ps")
+    def ps(
+        ctx: typer.Context,
+        all_: Annotated[bool, typer.Option("--all", "-a", help="Show stopped containers too.")] = False,
+        as_json: Json = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only names, as BACKEND:NAME.")] = False,
+    ) -> None:
+        """List containers on every reachable backend (or the chosen one)."""
+        s = session(ctx)
+        items: list[Container] = []
+        for bname in s.listing_backends():
+            try:
+                items.extend(s.backend(bname).containers(all=all_))
+            except CmanError as err:
+                if s.explicit_backend():
+                    raise
+                warn(f"{bname}: {err}")
+        if quiet:
+            sys.stdout.write("".join(f"{c.ref}\n" for c in items))
+            return
+        _print_containers(items, as_json)
+
+    @app.command()
+    def start(ctx: typer.Context, names: Names) -> None:
+        """Start stopped containers."""
+        _each(ctx, names, lambda b, n: b.start(n))
+
+    @app.command()
+    def stop(
+        ctx: typer.Context,
+        names: Names,
+        time: Annotated[float, typer.Option("--time", "-t", help="Seconds to wait before killing.")] = 10,
+    ) -> None:
+        """Stop containers: SIGTERM (or the engine's clean shutdown), then kill after --time."""
+        _each(ctx, names, lambda b, n: b.stop(n, timeout=time))
+
+    @app.command()
+    def restart(
+        ctx: typer.Context,
+        names: Names,
+        time: Annotated[float, typer.Option("--time", "-t", help="Seconds to wait before killing.")] = 10,
+    ) -> None:
+        """Restart containers."""
+        _each(ctx, names, lambda b, n: b.restart(n, timeout=time))
+
+    @app.command("rm")
+    def rm(
+        ctx: typer.Context,
+        names: Names,
+        force: Annotated[bool, typer.Option("--force", "-f", help="Kill running containers first.")] = False,
+    ) -> None:
+        """Remove containers."""
+        _each(ctx, names, lambda b, n: b.remove(n, force=force))
+
+    @app.command("exec", context_settings=PASSTHROUGH)
+    def exec_(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument(help="NAME or BACKEND:NAME.")],
+        command: Annotated[list[str], typer.Argument(help="Command and its arguments.")],
+        interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Keep stdin open.")] = False,
+        tty: Annotated[bool, typer.Option("--tty", "-t", help="Allocate a pseudo-terminal.")] = False,
+        env: Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment K=V.")] = None,
+    ) -> None:
+        """Run a command in a running container; its exit code becomes cman's."""
+        s = session(ctx)
+        try:
+            environment = parse_env(env or [])
+            backend, ref = s.resolve(name)
+            with lifecycle.interruptible():
+                code = backend.exec(ref, command, terminal_stdio(interactive=interactive, tty=tty), env=environment)
+        except Interrupted as err:
+            sys.stderr.write(f"cman: {err}\n")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from err
+        except CmanError as err:
+            raise _run_exit(err) from err
+        raise typer.Exit(code)
+
+    @app.command()
+    def logs(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument(help="NAME or BACKEND:NAME.")],
+        follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new output.")] = False,
+    ) -> None:
+        """Print a container's output (stdout to stdout, stderr to stderr)."""
+        backend, ref = session(ctx).resolve(name)
+        out, err = sys.stdout.buffer, sys.stderr.buffer
+        try:
+            for chunk in backend.logs(ref, follow=follow):
+                stream = err if chunk.stream == "stderr" else out
+                stream.write(chunk.data)
+                stream.flush()
+        except KeyboardInterrupt:
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+    @app.command()
+    def inspect(ctx: typer.Context, names: Names, as_json: Json = False) -> None:
+        """Show containers' details."""
+        s = session(ctx)
+        found = []
+        for ref in names:
+            backend, name = s.resolve(ref)
+            found.append(backend.inspect(name))
+        if as_json:
+            print_json([c.to_dict() for c in found])
+            return
+        for c in found:
+            data = c.to_dict()
+            for key in ("backend", "name", "id", "image", "state", "status", "managed", "created", "pid", "exit_code"):
+                sys.stdout.write(f"{key + ':':<12}{data.get(key)}\n")
+            sys.stdout.write(f"{'command:':<12}{' '.join(c.command)}\n")
+            for k, v in c.labels.items():
+                sys.stdout.write(f"{'label:':<12}{k}={v}\n")
+            for net, addr in c.addresses.items():
+                sys.stdout.write(f"{'address:':<12}{addr} ({net})\n")
+
+    def _each(ctx: typer.Context, names: list[str], action: object) -> None:
+        """Apply an action to each container; go on after a failure, exit with the first error's code."""
+        s = session(ctx)
+        first: CmanError | None = None
+        for ref in names:
+            try:
+                backend, name = s.resolve(ref)
+                action(backend, name)  # type: ignore[operator]
+                sys.stdout.write(ref + "\n")
+            except CmanError as err:
+                if len(names) == 1:
+                    raise
+                sys.stderr.write(f"cman: {err}\n")
+                first = first or err
+        if first is not None:
+            raise typer.Exit(int(first.exit_code))
+
+    _ = (ContainerNotFound,)

@@ -1,0 +1,53 @@
+"""``cman engine``: is each engine usable, and what can each backend do."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import backends
+from ..backends.base import Feature
+from ..errors import ExitCode
+from ._common import print_json, print_table, session
+
+engine_app = typer.Typer(help="Engines: status and features.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    @engine_app.command("status")
+    def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """For each backend: installed, running, reachable, and the exact fix when not.
+
+        Exits 0 when every backend shown is reachable, 5 otherwise.
+        """
+        explicit = session(ctx).explicit_backend()
+        names = [backends.default_name(explicit)] if explicit else backends.names()
+        results = [backends.backend_class(n).probe() for n in names]
+        if as_json:
+            print_json([r.to_dict() for r in results])
+        else:
+            yn = {True: "yes", False: "no"}
+            print_table(
+                ["BACKEND", "INSTALLED", "RUNNING", "REACHABLE", "VERSION", "ENDPOINT"],
+                [[r.backend, yn[r.installed], yn[r.running], yn[r.reachable], r.version or "-", r.endpoint or "-"] for r in results],
+            )
+            for r in results:
+                if not r.reachable:
+                    typer.echo(f"{r.backend}: {r.problem}\n  fix: {r.fix}")
+        if not all(r.reachable for r in results):
+            raise typer.Exit(int(ExitCode.UNAVAILABLE))
+
+    @engine_app.command("features")
+    def features(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """The backend x feature support matrix."""
+        classes = {n: backends.backend_class(n) for n in backends.names()}
+        if as_json:
+            print_json({n: sorted(str(f) for f in c.capabilities) for n, c in classes.items()})
+            return
+        print_table(
+            ["FEATURE", *classes],
+            [[str(f), *("yes" if f in c.capabilities else "no" for c in classes.values())] for f in Feature],
+        )
+
+    app.add_typer(engine_app, name="engine")

@@ -1,0 +1,201 @@
+"""Image verbs: ``cman pull``, ``cman images`` and the ``cman image`` sub-app."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import InvalidValue
+from ..models import Image, PullProgress
+from ._common import human_size, print_json, print_table, session
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+image_app = typer.Typer(help="Manage images.", no_args_is_help=True)
+
+
+class _PlainProgress:
+    """Not a terminal: one line per layer status change, no byte-level noise."""
+
+    def __init__(self) -> None:
+        self.last: dict[str | None, str] = {}
+
+    def __call__(self, event: PullProgress) -> None:
+        if self.last.get(event.layer) == event.status:
+            return
+        self.last[event.layer] = event.status
+        prefix = f"{event.layer}: " if event.layer else ""
+        sys.stderr.write(f"{prefix}{event.status}\n")
+        sys.stderr.flush()
+
+
+class _BarProgress:
+    """A terminal: a rich progress bar per layer."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self.tasks: dict[str, Any] = {}
+        self.progress.start()
+
+    def __call__(self, event: PullProgress) -> None:
+        if not event.layer:
+            self.progress.console.print(event.status)
+            return
+        task = self.tasks.get(event.layer)
+        label = f"{event.layer[:12]}: {event.status}"
+        if task is None:
+            task = self.tasks[event.layer] = self.progress.add_task(label, total=event.total)
+        done = event.status.lower() in ("pull complete", "already exists", "download complete")
+        self.progress.update(
+            task,
+            description=label,
+            completed=event.current if event.current is not None else (event.total if done else None),
+            total=event.total if event.total else None,
+        )
+        if done:
+            t = self.progress.tasks[task]
+            self.progress.update(task, total=t.total or 1, completed=t.total or 1)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def pull_progress_printer() -> Callable[[PullProgress], None]:
+    if sys.stderr.isatty():
+        return _LazyBar()
+    return _PlainProgress()
+
+
+class _LazyBar:
+    """Creates the rich bar only when a pull actually happens (rich costs import time)."""
+
+    def __init__(self) -> None:
+        self.bar: _BarProgress | None = None
+
+    def __call__(self, event: PullProgress) -> None:
+        if self.bar is None:
+            self.bar = _BarProgress()
+        self.bar(event)
+
+    def __del__(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_images(items: list[Image], as_json: bool) -> None:
+    if as_json:
+        print_json([i.to_dict() for i in items])
+        return
+    rows = []
+    for i in items:
+        for tag in i.tags or ("<none>",):
+            rows.append([i.backend, tag, i.id.removeprefix("sha256:")[:12], i.created and i.created.strftime("%Y-%m-%d %H:%M"), human_size(i.size)])
+    print_table(["BACKEND", "IMAGE", "ID", "CREATED", "SIZE"], rows)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def pull(ctx: typer.Context, image: Annotated[str, typer.Argument(help="Image reference.")]) -> None:
+        """Fetch an image, with a progress bar per layer on a terminal."""
+        backend = session(ctx).backend()
+        printer = pull_progress_printer()
+        for event in backend.pull(image):
+            printer(event)
+        if isinstance(printer, _LazyBar) and printer.bar:
+            printer.bar.close()
+            printer.bar = None
+        sys.stdout.write(f"{backend.name}:{image}\n")
+
+    @app.command("images")
+    def images(ctx: typer.Context, as_json: Json = False) -> None:
+        """List images (same as `cman image ls`)."""
+        _ls(ctx, as_json)
+
+    def _ls(ctx: typer.Context, as_json: bool) -> None:
+        s = session(ctx)
+        items: list[Image] = []
+        for bname in s.listing_backends():
+            items.extend(s.backend(bname).images())
+        _print_images(items, as_json)
+
+    @image_app.command("ls")
+    def image_ls(ctx: typer.Context, as_json: Json = False) -> None:
+        """List images."""
+        _ls(ctx, as_json)
+
+    @image_app.command("inspect")
+    def image_inspect(ctx: typer.Context, image: str, as_json: Json = False) -> None:
+        """Show an image's details."""
+        img = session(ctx).backend().image_inspect(image)
+        if as_json:
+            print_json(img.to_dict())
+            return
+        for key, value in img.to_dict().items():
+            if key != "extra":
+                sys.stdout.write(f"{key + ':':<14}{value}\n")
+
+    @image_app.command("history")
+    def image_history(ctx: typer.Context, image: str, as_json: Json = False) -> None:
+        """Show an image's layers."""
+        layers = session(ctx).backend().image_history(image)
+        if as_json:
+            print_json([layer.to_dict() for layer in layers])
+            return
+        print_table(
+            ["ID", "CREATED", "CREATED BY", "SIZE"],
+            [[layer.id.removeprefix("sha256:")[:12], layer.created, layer.created_by[:60], human_size(layer.size)] for layer in layers],
+        )
+
+    @image_app.command("rm")
+    def image_rm(
+        ctx: typer.Context,
+        images: list[str],
+        force: Annotated[bool, typer.Option("--force", "-f", help="Remove even if containers use it.")] = False,
+    ) -> None:
+        """Remove images (refused while a container uses one, unless --force)."""
+        backend = session(ctx).backend()
+        for image in images:
+            backend.image_remove(image, force=force)
+            sys.stdout.write(f"{image}\n")
+
+    @image_app.command("prune")
+    def image_prune(ctx: typer.Context, as_json: Json = False) -> None:
+        """Remove unnamed images that no container uses."""
+        result = session(ctx).backend().image_prune()
+        if as_json:
+            print_json(result.to_dict())
+            return
+        for item in result.removed:
+            sys.stdout.write(f"deleted: {item}\n")
+        sys.stdout.write(f"reclaimed: {human_size(result.reclaimed_bytes)}\n")
+
+    @image_app.command("import")
+    def image_import(
+        ctx: typer.Context,
+        tarball: Annotated[Path, typer.Argument(help="A rootfs tarball (.tar, .tar.gz, .tar.xz).")],
+        name: Annotated[str, typer.Argument(help="Image name to give it.")],
+        as_json: Json = False,
+    ) -> None:
+        """Make an image from a rootfs tarball: the offline path."""
+        if not tarball.is_file():
+            raise InvalidValue("TARBALL", str(tarball), "no such file")
+        img = session(ctx).backend().image_import(tarball, name)
+        if as_json:
+            print_json(img.to_dict())
+            return
+        sys.stdout.write(f"{img.backend}:{name} {img.id}\n")
+
+    app.add_typer(image_app, name="image")

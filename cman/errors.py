@@ -1,0 +1,162 @@
+"""One error family for cman.
+
+Every error carries the exit code the CLI returns for it and a message that says
+what to do. Backends translate their engine's exceptions into these at their
+boundary, once, with ``raise ... from err`` so ``--debug`` still shows the cause.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Documented exit codes of cman's own failures (README, "Exit codes").
+
+    ``run`` and ``exec`` pass the container command's code through instead, and map
+    cman's own failures to 125/126/127 as ``docker run`` does, so a script can tell
+    "the command exited 3" from "cman could not find the container".
+    """
+
+    OK = 0
+    ERROR = 1  # unexpected engine error
+    USAGE = 2  # bad input: invalid name, size, K=V, option
+    NOT_FOUND = 3  # no such container, image or network
+    CONFLICT = 4  # name in use, image in use, network in use
+    UNAVAILABLE = 5  # engine not installed, not running, no permission
+    UNSUPPORTED = 6  # the backend cannot do this feature
+    TIMEOUT = 7  # an engine call did not finish in time
+    RUN_FAILED = 125  # run/exec: cman itself failed (docker run's 125)
+    CANNOT_INVOKE = 126  # run/exec: command found but not executable
+    COMMAND_NOT_FOUND = 127  # run/exec: command not found in the container
+    INTERRUPTED = 130  # Ctrl-C / SIGINT
+
+
+class CmanError(Exception):
+    """Base of every error cman raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.ERROR
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}: {self.hint}" if self.hint else self.message
+
+
+class UsageError(CmanError):
+    """The user's input is invalid; nothing was sent to an engine."""
+
+    exit_code = ExitCode.USAGE
+
+
+class InvalidName(UsageError):
+    """A container, image or network name breaks the engine's rules."""
+
+
+class InvalidValue(UsageError):
+    """An option value (size, K=V pair, CPU count, address ...) is malformed."""
+
+    def __init__(self, field: str, value: object, why: str) -> None:
+        super().__init__(f"invalid {field} {value!r}: {why}")
+        self.field = field
+        self.value = value
+
+
+class AmbiguousName(UsageError):
+    """A bare NAME exists on several backends."""
+
+    def __init__(self, name: str, backends: list[str]) -> None:
+        choices = " or ".join(f"{b}:{name}" for b in backends)
+        super().__init__(f"container {name!r} exists on {', '.join(backends)}", hint=f"write {choices}")
+
+
+class NotFound(CmanError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class ContainerNotFound(NotFound):
+    def __init__(self, name: str, backend: str | None = None) -> None:
+        where = f" on {backend}" if backend else ""
+        super().__init__(f"no such container: {name}{where}", hint="see `cman ps -a`")
+        self.name = name
+
+
+class ImageNotFound(NotFound):
+    def __init__(self, ref: str, backend: str | None = None, detail: str | None = None) -> None:
+        where = f" on {backend}" if backend else ""
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"image not found: {ref}{where}{extra}",
+            hint="check the name, `cman pull` it, or `cman image import TARBALL NAME`",
+        )
+        self.ref = ref
+
+
+class NetworkNotFound(NotFound):
+    def __init__(self, name: str, backend: str | None = None) -> None:
+        where = f" on {backend}" if backend else ""
+        super().__init__(f"no such network: {name}{where}", hint="see `cman network ls`")
+
+
+class Conflict(CmanError):
+    exit_code = ExitCode.CONFLICT
+
+
+class NameInUse(Conflict):
+    def __init__(self, name: str, backend: str) -> None:
+        super().__init__(
+            f"name {name!r} is already in use on {backend}",
+            hint=f"remove it with `cman rm -f {backend}:{name}` or choose another --name",
+        )
+
+
+class InUse(Conflict):
+    """An image or network is still used by containers."""
+
+
+class EngineUnavailable(CmanError):
+    """The engine is not installed, not running, or not reachable by this user."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+    def __init__(self, backend: str, problem: str, fix: str) -> None:
+        super().__init__(f"{backend}: {problem}", hint=fix)
+        self.backend = backend
+        self.problem = problem
+        self.fix = fix
+
+
+class Unsupported(CmanError):
+    """A backend was asked for a feature it declares it does not have."""
+
+    exit_code = ExitCode.UNSUPPORTED
+
+    def __init__(self, backend: str, feature: str, why: str | None = None) -> None:
+        reason = f": {why}" if why else ""
+        super().__init__(
+            f"the {backend} backend does not support {feature}{reason}",
+            hint="see `cman engine features` for what each backend supports",
+        )
+        self.backend = backend
+        self.feature = feature
+
+
+class EngineError(CmanError):
+    """The engine refused or failed a call in a way cman does not classify."""
+
+    exit_code = ExitCode.ERROR
+
+
+class EngineTimeout(CmanError):
+    exit_code = ExitCode.TIMEOUT
+
+
+class Interrupted(CmanError):
+    exit_code = ExitCode.INTERRUPTED
+
+    def __init__(self, signame: str = "SIGINT") -> None:
+        super().__init__(f"interrupted by {signame}")
+        self.signame = signame

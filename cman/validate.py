@@ -1,0 +1,97 @@
+"""Parsing and validation of user input, shared by the CLI and the library.
+
+Everything here runs before any engine call, raises a UsageError subclass that
+names the field, and has unit tests (tests/unit/test_validate.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from .errors import InvalidName, InvalidValue
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]*$")
+
+
+def parse_size(text: str, field: str = "--memory") -> int:
+    """Docker's size syntax: 512m, 1g, 1.5G, 1048576 (bytes); binary units."""
+    m = _SIZE.match(text.strip())
+    if not m:
+        raise InvalidValue(field, text, "use a number with an optional unit b, k, m, g or t (e.g. 512m)")
+    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if value <= 0:
+        raise InvalidValue(field, text, "must be greater than zero")
+    return value
+
+
+def parse_cpus(text: str | float, field: str = "--cpus") -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise InvalidValue(field, text, "use a decimal number of CPUs such as 0.5 or 2") from None
+    if not (0 < value <= 1024):
+        raise InvalidValue(field, text, "must be greater than 0")
+    return value
+
+
+def check_config_value(field: str, value: str, *, allow_empty: bool = False) -> str:
+    """Values written into engine config files: no newlines, no NUL, no leading '-'."""
+    if not value and not allow_empty:
+        raise InvalidValue(field, value, "must not be empty")
+    if any(c in value for c in "\n\r\0"):
+        raise InvalidValue(field, value, "must not contain newlines or NUL bytes")
+    if value.startswith("-"):
+        raise InvalidValue(field, value, "must not start with '-'")
+    return value
+
+
+def parse_kv(pairs: Iterable[str], field: str, *, key_re: re.Pattern[str] = _ENV_KEY) -> dict[str, str]:
+    """``K=V`` pairs (``-e``, ``--label``) into a dict; the value may be empty."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InvalidValue(field, pair, "expected KEY=VALUE")
+        if not key_re.match(key):
+            raise InvalidValue(field, pair, f"bad key {key!r}")
+        if any(c in value for c in "\0"):
+            raise InvalidValue(field, pair, "value must not contain NUL bytes")
+        out[key] = value
+    return out
+
+
+def parse_env(pairs: Iterable[str]) -> dict[str, str]:
+    return parse_kv(pairs, "-e/--env")
+
+
+def parse_labels(pairs: Iterable[str]) -> dict[str, str]:
+    labels = parse_kv(pairs, "--label", key_re=_LABEL_KEY)
+    for key, value in labels.items():
+        if "\n" in value:
+            raise InvalidValue("--label", f"{key}={value}", "value must not contain newlines")
+    return labels
+
+
+def split_ref(ref: str, backends: Iterable[str]) -> tuple[str | None, str]:
+    """``docker:web`` -> ("docker", "web"); ``web`` -> (None, "web").
+
+    Only a known backend name counts as a prefix, so image-like refs such as
+    ``host:5000/x`` are not misread.
+    """
+    head, sep, tail = ref.partition(":")
+    if sep and head in set(backends):
+        if not tail:
+            raise InvalidName(f"empty container name in {ref!r}", hint="write BACKEND:NAME")
+        return head, tail
+    return None, ref
+
+
+def check_name(name: str, pattern: re.Pattern[str], max_len: int, rules: str, what: str = "container name") -> str:
+    """Common shape of the per-engine name checks."""
+    if not name or len(name) > max_len or not pattern.fullmatch(name):
+        raise InvalidName(f"invalid {what} {name!r}", hint=rules)
+    return name

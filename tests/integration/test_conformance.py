@@ -1,0 +1,403 @@
+"""The backend conformance suite: the same tests, unchanged, on every real engine.
+
+Everything goes through the real CLI (a subprocess) against the real engine.
+Where engines legitimately differ, the difference is a declared capability or a
+field of the ``Engine`` fixture (tests/conftest.py), never an if on the name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from cman.backends.base import Feature
+from cman.errors import CmanError
+
+from ..conftest import ROOTFS, Engine, assert_clean_error, cli
+
+pytestmark = pytest.mark.engine
+
+
+def _wait_state(eng: Engine, name: str, want: str | None, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if eng.state(name) == want:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{name} never reached state {want!r} (now {eng.state(name)!r})")
+
+
+def _run_detached(eng: Engine, tag: str, *cmd: str, extra: tuple[str, ...] = ()) -> str:
+    name = eng.name_for(tag)
+    proc = eng.cli("run", "-d", "--name", name, *extra, eng.image, *cmd)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip(), "run -d prints the container ID"
+    return name
+
+
+# -- images -------------------------------------------------------------------------
+
+
+def test_pull_is_real_and_reports_progress(eng: Engine) -> None:
+    if eng.pull_ref is None:
+        pytest.skip(f"{eng.name}: no image source is reachable here (see test_pull_unreachable_remote)")
+    eng.backend.require(Feature.PULL)
+    with contextlib.suppress(CmanError):  # absent already
+        eng.backend.image_remove(eng.pull_ref, force=True)
+    proc = eng.cli("pull", eng.pull_ref)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip(), "progress lines on stderr when not a terminal"
+    listed = json.loads(eng.cli("images", "--json").stdout)
+    assert any(eng.pull_ref in img["tags"] or eng.pull_ref.split(":", 1)[-1] in img["tags"] for img in listed) or \
+        eng.backend.image_inspect(eng.pull_ref)
+
+
+def test_image_list_inspect_history(eng: Engine) -> None:
+    listed = json.loads(eng.cli("images", "--json").stdout)
+    assert any(eng.image in " ".join(img["tags"]) for img in listed), listed
+    for img in listed:
+        assert {"backend", "id", "tags", "size", "created"} <= img.keys()
+    info = json.loads(eng.cli("image", "inspect", eng.image, "--json").stdout)
+    assert info["backend"] == eng.name and info["id"]
+    hist = eng.cli("image", "history", eng.image, "--json")
+    assert hist.returncode == 0, hist.stderr
+    assert isinstance(json.loads(hist.stdout), list)
+
+
+def test_image_import_rm_refused_while_used_then_forced(eng: Engine) -> None:
+    image = eng.name_for("img")
+    proc = eng.cli("image", "import", str(ROOTFS), image)
+    assert proc.returncode == 0, proc.stderr
+    try:
+        user = _run_detached(eng, "user", "sleep", "300", extra=())
+        # the container above uses eng.image; make one that uses the new image
+        name = eng.name_for("imguser")
+        assert eng.cli("create", "--name", name, image, "sleep", "1").returncode == 0
+        refused = eng.cli("image", "rm", image)
+        assert_clean_error(refused, 4, "in use")
+        assert eng.cli("rm", "-f", name).returncode == 0
+        assert eng.cli("rm", "-f", user).returncode == 0
+        assert eng.cli("image", "rm", image).returncode == 0
+        assert_clean_error(eng.cli("image", "inspect", image), 3, "not found")
+    finally:
+        eng.cli("image", "rm", "--force", image)
+
+
+def test_image_prune_runs(eng: Engine) -> None:
+    proc = eng.cli("image", "prune", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "removed" in json.loads(proc.stdout)
+    # prune must never remove a named image
+    assert eng.cli("image", "inspect", eng.image).returncode == 0
+
+
+def test_missing_image_errors(eng: Engine) -> None:
+    assert_clean_error(eng.cli("image", "inspect", eng.missing_image), 3, "not found")
+    run = eng.cli("run", "--rm", eng.missing_image, "true")
+    assert_clean_error(run, 125)
+
+
+# -- run ------------------------------------------------------------------------------
+
+
+def test_run_passes_exit_code_and_streams(eng: Engine) -> None:
+    proc = eng.cli("run", "--rm", eng.image, "sh", "-c", "echo to-out; echo to-err >&2; exit 5")
+    assert proc.returncode == 5, proc.stderr
+    assert "to-out" in proc.stdout
+    assert "to-err" in proc.stderr
+    assert "to-err" not in proc.stdout
+
+
+def test_run_env_and_stdin(eng: Engine) -> None:
+    proc = eng.cli("run", "--rm", "-e", "GREETING=hello there", eng.image, "sh", "-c", 'echo "$GREETING"')
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "hello there"
+    piped = eng.cli("run", "--rm", "-i", eng.image, "cat", input="through stdin\n")
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == "through stdin\n"
+
+
+def test_run_rm_removes_on_success_and_failure(eng: Engine) -> None:
+    ok, bad = eng.name_for("rmok"), eng.name_for("rmbad")
+    assert eng.cli("run", "--rm", "--name", ok, eng.image, "true").returncode == 0
+    assert eng.cli("run", "--rm", "--name", bad, eng.image, "sh", "-c", "exit 3").returncode == 3
+    assert eng.state(ok) is None
+    assert eng.state(bad) is None
+
+
+def test_run_without_rm_keeps_stopped_container(eng: Engine) -> None:
+    name = eng.name_for("keep")
+    assert eng.cli("run", "--name", name, eng.image, "sh", "-c", "exit 4").returncode == 4
+    assert eng.state(name) is not None
+
+
+def test_run_missing_command_leaves_nothing(eng: Engine) -> None:
+    name = eng.name_for("nocmd")
+    proc = eng.cli("run", "--name", name, eng.image, "/no/such/command")
+    assert proc.returncode == 127, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    if not eng.backend.system_containers:
+        assert eng.state(name) is None, "a failed start leaves no half-made container"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_run_rm_holds_when_cman_is_interrupted(eng: Engine, sig: signal.Signals) -> None:
+    name = eng.name_for("intr")
+    env = {**os.environ}
+    env.pop("CMAN_BACKEND", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cman", "--backend", eng.name, "run", "--rm", "--name", name, eng.image, "sleep", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,
+    )
+    try:
+        _wait_state(eng, name, "running")
+        time.sleep(0.5)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err
+    assert eng.state(name) is None
+
+
+def test_run_it_has_a_real_pty(eng: Engine) -> None:
+    eng.backend.require(Feature.TTY)
+    name = eng.name_for("tty")
+    child = pexpect.spawn(
+        sys.executable, ["-m", "cman", "--backend", eng.name, "run", "-it", "--rm", "--name", name, eng.image, "sh"],
+        dimensions=(33, 101), timeout=60, encoding="utf-8",
+    )
+    # Patterns are built by the shell ($((...))) so the terminal's echo of what we
+    # type cannot match them; we wait for the prompt because busybox's line editor
+    # drops type-ahead while it probes the terminal.
+    try:
+        child.expect("# ")
+        child.sendline("[ -t 0 ] && echo TTY-$((1+1))-YES")
+        child.expect("TTY-2-YES")
+        child.sendline("echo SIZE-$(stty size | tr ' ' x)")
+        child.expect("SIZE-33x101")
+        child.sendline("sleep 30")
+        time.sleep(1)
+        child.sendcontrol("c")  # Ctrl-C interrupts the foreground job inside, not cman
+        child.sendline("echo AFTER-$((2+2))")
+        child.expect("AFTER-4", timeout=10)
+        child.sendline("exit 3")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 3
+    _wait_state(eng, name, None)
+
+
+def test_run_it_ctrl_d_ends_the_shell(eng: Engine) -> None:
+    child = pexpect.spawn(
+        sys.executable, ["-m", "cman", "--backend", eng.name, "run", "-it", "--rm", eng.image, "sh"],
+        timeout=60, encoding="utf-8",
+    )
+    try:
+        child.expect("# ")
+        child.sendline("echo READY-$((3+3))")
+        child.expect("READY-6")
+        child.expect("# ")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+
+
+# -- ps, lifecycle, exec, logs ------------------------------------------------------------
+
+
+def test_ps_json_fields_and_states(eng: Engine) -> None:
+    name = _run_detached(eng, "ps", "sleep", "300", extra=("--label", "team=blue"))
+    items = {i["name"]: i for i in json.loads(eng.cli("ps", "-a", "--json").stdout)}
+    item = items[name]
+    assert {"name", "backend", "id", "image", "state", "managed"} <= item.keys()
+    assert item["backend"] == eng.name
+    assert item["state"] == "running"
+    assert item["managed"] is True
+    assert item["id"]
+    assert eng.image in item["image"] or item["image"]
+    running = {i["name"] for i in json.loads(eng.cli("ps", "--json").stdout)}
+    assert name in running
+    assert eng.cli("stop", "-t", "1", name).returncode == 0
+    assert eng.state(name) == "stopped"
+    assert name not in {i["name"] for i in json.loads(eng.cli("ps", "--json").stdout)}
+    table = eng.cli("ps", "-a")
+    assert name in table.stdout and "BACKEND" in table.stdout
+
+
+def test_labels_and_inspect(eng: Engine) -> None:
+    name = _run_detached(eng, "lbl", "sleep", "300", extra=("--label", "team=blue", "-l", "tier=web"))
+    info = json.loads(eng.cli("inspect", name, "--json").stdout)[0]
+    assert info["labels"]["team"] == "blue"
+    assert info["labels"]["tier"] == "web"
+    assert info["managed"] is True
+    assert info["state"] == "running"
+    assert isinstance(info["pid"], int) and info["pid"] > 0
+    assert Path(f"/proc/{info['pid']}").exists()
+    human = eng.cli("inspect", name)
+    assert "team=blue" in human.stdout
+
+
+def test_stop_start_restart(eng: Engine) -> None:
+    name = _run_detached(eng, "life", "sleep", "300")
+    assert eng.backend.init_pid(name)
+    started = time.monotonic()
+    assert eng.cli("stop", "-t", "2", name).returncode == 0
+    assert time.monotonic() - started < 30
+    assert eng.state(name) == "stopped"
+    assert eng.backend.init_pid(name) is None
+    assert eng.cli("start", name).returncode == 0
+    assert eng.state(name) == "running"
+    pid_before = eng.backend.init_pid(name)
+    assert eng.cli("restart", "-t", "2", name).returncode == 0
+    assert eng.state(name) == "running"
+    assert eng.backend.init_pid(name) not in (None, pid_before)
+
+
+def test_exec_exit_code_streams_and_stdin(eng: Engine) -> None:
+    name = _run_detached(eng, "exec", "sleep", "300")
+    proc = eng.cli("exec", name, "sh", "-c", "echo out; echo err >&2; exit 7")
+    assert proc.returncode == 7
+    assert proc.stdout.strip() == "out"
+    assert proc.stderr.strip() == "err"
+    piped = eng.cli("exec", "-i", name, "cat", input="abc\n")
+    assert piped.stdout == "abc\n"
+    env = eng.cli("exec", "-e", "X=42", name, "sh", "-c", "echo $X")
+    assert env.stdout.strip() == "42"
+    missing = eng.cli("exec", name, "/no/such/binary")
+    assert missing.returncode in (126, 127), (missing.returncode, missing.stderr)
+
+
+def test_exec_it_pty(eng: Engine) -> None:
+    name = _run_detached(eng, "exectty", "sleep", "300")
+    child = pexpect.spawn(
+        sys.executable, ["-m", "cman", "--backend", eng.name, "exec", "-it", name, "sh"],
+        dimensions=(20, 70), timeout=60, encoding="utf-8",
+    )
+    try:
+        child.expect("# ")
+        child.sendline("[ -t 0 ] && echo EXEC-$((5+5)); echo SIZE-$(stty size | tr ' ' x)")
+        child.expect("EXEC-10")
+        child.expect("SIZE-20x70")
+        child.sendline("exit 9")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 9
+
+
+def test_logs(eng: Engine) -> None:
+    name = _run_detached(eng, "logs", "sh", "-c", "echo first-line; echo second-line >&2; sleep 300")
+    deadline = time.monotonic() + 20
+    while True:
+        proc = eng.cli("logs", name)
+        assert proc.returncode == 0, proc.stderr
+        if "first-line" in proc.stdout + proc.stderr and "second-line" in proc.stdout + proc.stderr:
+            break
+        assert time.monotonic() < deadline, (proc.stdout, proc.stderr)
+        time.sleep(0.5)
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "cman", "--backend", eng.name, "logs", "-f", name],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(2)
+        assert follow.poll() is None, "logs -f keeps following"
+    finally:
+        follow.send_signal(signal.SIGINT)
+        follow.wait(timeout=20)
+
+
+def test_rm_refuses_running_then_force(eng: Engine) -> None:
+    name = _run_detached(eng, "rm", "sleep", "300")
+    assert_clean_error(eng.cli("rm", name), 4)
+    assert eng.cli("rm", "-f", name).returncode == 0
+    assert eng.state(name) is None
+
+
+def test_limits_reach_the_cgroup(eng: Engine) -> None:
+    name = _run_detached(eng, "lim", "sleep", "300", extra=("--cpus", "0.5", "--memory", "64m"))
+    pid = eng.backend.init_pid(name)
+    assert pid
+    paths = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for ctl in controllers.split(","):
+            paths[ctl] = path
+    mem_root = Path("/sys/fs/cgroup/memory")
+    cpu_root = Path("/sys/fs/cgroup/cpu")
+    if "memory" in paths and mem_root.is_dir():
+        limit = int((mem_root / paths["memory"].lstrip("/") / "memory.limit_in_bytes").read_text())
+        assert limit == 64 * 1024 * 1024
+    else:
+        v2 = Path("/sys/fs/cgroup") / paths[""].lstrip("/")
+        assert int((v2 / "memory.max").read_text()) == 64 * 1024 * 1024
+    if "cpu" in paths and cpu_root.is_dir():
+        base = cpu_root / paths["cpu"].lstrip("/")
+        quota = int((base / "cpu.cfs_quota_us").read_text())
+        period = int((base / "cpu.cfs_period_us").read_text())
+        assert abs(quota / period - 0.5) < 0.01
+    else:
+        quota_s, period_s = (Path("/sys/fs/cgroup") / paths[""].lstrip("/") / "cpu.max").read_text().split()
+        assert abs(int(quota_s) / int(period_s) - 0.5) < 0.01
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def test_error_engine_unreachable(eng: Engine) -> None:
+    assert_clean_error(cli("ps", "-a", backend=eng.name, env=eng.unreachable_env), 5, eng.name)
+    status = cli("engine", "status", "--json", backend=eng.name, env=eng.unreachable_env)
+    assert status.returncode == 5
+    entry = json.loads(status.stdout)[0]
+    assert entry["reachable"] is False and entry["fix"], entry
+
+
+def test_error_name_in_use(eng: Engine) -> None:
+    name = eng.name_for("dup")
+    assert eng.cli("create", "--name", name, eng.image, "true").returncode == 0
+    assert_clean_error(eng.cli("create", "--name", name, eng.image, "true"), 4, "already in use")
+    assert_clean_error(eng.cli("run", "--rm", "--name", name, eng.image, "true"), 125, "already in use")
+
+
+def test_error_no_such_container(eng: Engine) -> None:
+    ghost = f"{eng.name_for('ghost')}"
+    assert_clean_error(eng.cli("stop", ghost), 3, "no such container")
+    assert_clean_error(eng.cli("inspect", ghost), 3, "no such container")
+    assert_clean_error(eng.cli("logs", ghost), 3, "no such container")
+    assert_clean_error(eng.cli("exec", ghost, "true"), 125, "no such container")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("create", "--name", "-leading-dash"), "invalid container name"),
+        (("create", "--name", "has space"), "invalid container name"),
+        (("create", "--name", "x" * 300), "invalid container name"),
+        (("create", "--memory", "12parsecs"), "--memory"),
+        (("create", "--memory", "-5m"), "--memory"),
+        (("create", "--cpus", "lots"), "--cpus"),
+        (("create", "-e", "NOEQUALS"), "KEY=VALUE"),
+        (("create", "--label", "=nokey"), "--label"),
+    ],
+)
+def test_error_bad_input(eng: Engine, args: tuple[str, ...], needle: str) -> None:
+    proc = eng.cli(*args, eng.image, "true")
+    assert_clean_error(proc, 2, needle)
+    run = eng.cli("run", "--rm", *args[1:], eng.image, "true")
+    assert_clean_error(run, 125, needle)
