@@ -52,8 +52,8 @@ def unavailable(reason: str) -> None:
 def cli(*args: str, backend: str | None = None, input: str | bytes | None = None,  # noqa: A002
         env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess, as a user would."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("CMAN_BACKEND", None)
+    full_env = {k: v for k, v in os.environ.items() if k != "CMAN_BACKEND"}
+    full_env.update(env or {})
     argv = [sys.executable, "-m", "cman"]
     if backend:
         argv += ["--backend", backend]

@@ -58,17 +58,26 @@ def quick_reachable(name: str) -> bool:
     return _reach.reachable(name)
 
 
-def default_name(explicit: str | None = None) -> str:
-    """--backend, else $CMAN_BACKEND, else the first reachable engine (Docker first)."""
-    if explicit:
-        if explicit not in REGISTRY:
-            backend_class(explicit)  # raises the UsageError that lists the choices
-        return explicit
+def checked(name: str, source: str = "--backend") -> str:
+    """A backend name the user gave, validated; ``source`` says where it came from."""
+    if name not in REGISTRY:
+        raise UsageError(f"unknown backend {name!r} in {source}", hint=f"choose one of: {', '.join(REGISTRY)}")
+    return name
+
+
+def explicit_name(option: str | None) -> str | None:
+    """--backend, else $CMAN_BACKEND, else None."""
+    if option:
+        return checked(option, "--backend")
     env = os.environ.get(ENV_BACKEND)
-    if env:
-        if env not in REGISTRY:
-            raise UsageError(f"unknown backend {env!r} in ${ENV_BACKEND}", hint=f"choose one of: {', '.join(REGISTRY)}")
-        return env
+    return checked(env, f"${ENV_BACKEND}") if env else None
+
+
+def default_name(option: str | None = None) -> str:
+    """--backend, else $CMAN_BACKEND, else the first reachable engine (Docker first)."""
+    explicit = explicit_name(option)
+    if explicit:
+        return explicit
     for name in REGISTRY:
         if quick_reachable(name):
             return name

@@ -1,24 +1,28 @@
-"""Docker backend over the ``docker`` SDK.
+"""Docker backend: the Engine API, through the docker SDK or the local socket.
 
-Honours DOCKER_HOST (unix://, tcp:// with DOCKER_TLS_VERIFY/DOCKER_CERT_PATH,
-ssh:// through the ssh binary) like the docker CLI. Engine errors are
+Honours DOCKER_HOST like the docker CLI: tcp:// (with DOCKER_TLS_VERIFY and
+DOCKER_CERT_PATH) and ssh:// go through the docker SDK's APIClient; the local
+unix socket goes through a small stdlib client, because importing the SDK
+(``requests``) costs more than a whole ``docker run`` (see ``_docker_api``).
+Every call is written once, against raw API paths. Engine errors are
 translated into cman's error family here, in :func:`_boundary`, and nowhere else.
-The listing hot path (``cman ps``) talks to a local unix socket with the stdlib
-(see ``_http``) so the CLI does not pay for importing ``requests``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
 import shutil
-import socket
+import struct
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import quote
 
 from .. import _tty
 from ..errors import (
@@ -26,6 +30,7 @@ from ..errors import (
     Conflict,
     ContainerNotFound,
     EngineError,
+    EngineTimeout,
     EngineUnavailable,
     ExitCode,
     ImageNotFound,
@@ -48,15 +53,13 @@ from ..models import (
 )
 from ..validate import check_name
 from . import _http, _reach
+from ._docker_api import ApiError, SdkTransport, Transport, UnixTransport
 from ._retry import idempotent
 from .base import Backend, Feature
 
-if TYPE_CHECKING:
-    import docker
-
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 NAME_RULES = "Docker names are 2-128 characters of letters, digits, '_', '.', '-', starting with a letter or digit"
-IMAGE_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?")
+IMAGE_PATTERN = r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
 DEFAULT_CMD = ("/bin/sh",)
 """CMD given to images made by ``image import`` so ``cman run -it IMAGE`` gives a shell."""
 
@@ -108,71 +111,44 @@ def _unavailable(cause: BaseException | None = None) -> EngineUnavailable:
 
 
 def _is_transient(err: BaseException) -> bool:
-    import docker.errors
-    import requests.exceptions
-
-    if isinstance(err, docker.errors.APIError):
-        return err.status_code in (502, 503, 504)
-    if isinstance(err, requests.exceptions.ConnectionError):
-        # A missing socket means "not running", not "restarting": fail fast.
-        return not _caused_by(err, FileNotFoundError, PermissionError)
-    return isinstance(err, (ConnectionResetError, ConnectionRefusedError))
+    """Connection refused/reset (daemon restarting) and 502/503/504; never a missing socket."""
+    cause = err.__cause__ if isinstance(err, CmanError) else err
+    if isinstance(cause, ApiError):
+        return cause.status in (502, 503, 504)
+    return isinstance(cause, (ConnectionResetError, ConnectionRefusedError))
 
 
-def _caused_by(err: BaseException, *types: type[BaseException]) -> bool:
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [err]
-    while stack:
-        cur = stack.pop()
-        if cur is None or id(cur) in seen:
-            continue
-        seen.add(id(cur))
-        if isinstance(cur, types):
-            return True
-        stack.extend([cur.__cause__, cur.__context__, *[a for a in cur.args if isinstance(a, BaseException)]])
-    return False
+def _q(name: str) -> str:
+    return quote(name, safe="/:@")
 
 
 @contextlib.contextmanager
 def _boundary(*, container: str | None = None, image: str | None = None, action: str = "") -> Iterator[None]:
-    """Translate docker SDK / requests exceptions into cman errors, once."""
-    import docker.errors
-    import requests.exceptions
-
+    """Translate transport errors into cman errors, once."""
+    what = f" {action}" if action else ""
     try:
         yield
     except CmanError:
         raise
-    except docker.errors.ImageNotFound as err:
-        raise ImageNotFound(image or container or "?", "docker", _explanation(err)) from err
-    except docker.errors.NotFound as err:
-        if container is not None:
-            raise ContainerNotFound(container, "docker") from err
-        raise ImageNotFound(image or "?", "docker", _explanation(err)) from err
-    except docker.errors.APIError as err:
-        text = _explanation(err)
-        if err.status_code == 409:
+    except ApiError as err:
+        text = err.message
+        if err.status == 404:
+            if container is not None and "image" not in text.lower():
+                raise ContainerNotFound(container, "docker") from err
+            raise ImageNotFound(image or container or "?", "docker", text) from err
+        if err.status == 409:
             if container is not None and "already in use" in text:
                 raise NameInUse(container, "docker") from err
-            if image is not None:
+            if image is not None and container is None:
                 raise InUse(f"image {image} is in use: {text}", hint="remove its containers first, or use --force") from err
-            raise Conflict(f"docker: {text}", hint="stop the container first, or use -f") from err
-        raise EngineError(f"docker{(' ' + action) if action else ''}: {text}") from err
-    except (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError) as err:
+            raise Conflict(f"docker{what}: {text}", hint="stop the container first, or use -f") from err
+        raise EngineError(f"docker{what}: {text}") from err
+    except TimeoutError as err:
+        raise EngineTimeout(f"docker did not answer in time{what}") from err
+    except (ConnectionResetError, ConnectionRefusedError) as err:
         raise _unavailable(err) from err
-    except docker.errors.DockerException as err:
-        if "Error while fetching server API version" in str(err):
-            raise _unavailable(err) from err
-        raise EngineError(f"docker: {err}") from err
-    except requests.exceptions.ReadTimeout as err:
-        from ..errors import EngineTimeout
-
-        raise EngineTimeout(f"docker did not answer in time{(' to ' + action) if action else ''}") from err
-
-
-def _explanation(err: Any) -> str:
-    text = getattr(err, "explanation", None) or str(err)
-    return str(text).strip()
+    except OSError as err:
+        raise _unavailable(err) from err
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -250,15 +226,6 @@ def _image_from_raw(raw: dict[str, Any]) -> Image:
     )
 
 
-def _raw_socket(obj: Any) -> socket.socket:
-    """docker-py hands back a SocketIO or a socket; the pump needs the socket."""
-    sock = getattr(obj, "_sock", obj)
-    if not isinstance(sock, socket.socket):  # ssh/npipe transports wrap differently
-        sock = getattr(sock, "_sock", sock)
-    assert isinstance(sock, socket.socket)
-    return sock
-
-
 class DockerBackend(Backend):
     name = "docker"
     capabilities = frozenset(
@@ -278,31 +245,31 @@ class DockerBackend(Backend):
     )
 
     def __init__(self) -> None:
-        self._api: docker.APIClient | None = None
-        self._socket = _reach.docker_socket()
+        self._transport: Transport | None = None
 
     # -- connection -----------------------------------------------------------------
 
     @property
-    def api(self) -> docker.APIClient:
-        if self._api is None:
-            import docker as sdk
+    def api(self) -> Transport:
+        if self._transport is None:
+            path = _reach.docker_socket()
+            if path is not None:
+                self._transport = UnixTransport(path)
+            else:
+                with _boundary(action="connect"):
+                    self._transport = SdkTransport()
+        return self._transport
 
-            kwargs = sdk.utils.kwargs_from_env()
-            host = kwargs.get("base_url") or ""
-            with _boundary(action="connect"):
-                self._api = sdk.APIClient(
-                    version=os.environ.get("DOCKER_API_VERSION", "auto"),
-                    use_ssh_client=str(host).startswith("ssh://"),
-                    timeout=120,
-                    **kwargs,
-                )
-        return self._api
+    def _call(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None,
+              timeout: float | None = 60.0, container: str | None = None, image: str | None = None,
+              action: str = "") -> Any:
+        with _boundary(container=container, image=image, action=action):
+            return self.api.call(method, path, params=params, body=body, timeout=timeout)
 
     def close(self) -> None:
-        if self._api is not None:
-            self._api.close()
-            self._api = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
 
     @classmethod
     def probe(cls) -> EngineStatus:
@@ -329,12 +296,17 @@ class DockerBackend(Backend):
                                     problem=f"the daemon at {path} does not answer: {err}",
                                     fix="check /var/log/dockerd.log, then restart dockerd")
             return EngineStatus("docker", installed, True, True, version=str(info.get("Version")), endpoint=host)
+        fix = f"check that a Docker daemon listens at {host} (DOCKER_HOST), or unset DOCKER_HOST to use the local socket"
+        if host.startswith("tcp://") and not _reach.reachable("docker"):
+            return EngineStatus("docker", installed, False, False, endpoint=host,
+                                problem=f"nothing listens at {host}", fix=fix)
         try:
-            backend = cls()
-            version = backend.api.version()
-        except CmanError as err:
-            return EngineStatus("docker", installed, False, False, endpoint=host, problem=err.message,
-                                fix=f"check that a daemon listens at {host} (DOCKER_HOST), or unset DOCKER_HOST")
+            transport = SdkTransport()
+            version = transport.call("GET", "/version", timeout=10)
+            transport.close()
+        except (ApiError, OSError) as err:
+            return EngineStatus("docker", installed, False, False, endpoint=host,
+                                problem=f"cannot talk to the daemon at {host}: {err}", fix=fix)
         return EngineStatus("docker", installed, True, True, version=str(version.get("Version")), endpoint=host)
 
     @classmethod
@@ -350,21 +322,36 @@ class DockerBackend(Backend):
             body, _, digest = body.partition("@")
             if not re.fullmatch(r"[a-z0-9]+:[a-fA-F0-9]{32,}", digest):
                 raise InvalidName(f"invalid image digest in {ref!r}")
-        if not IMAGE_RE.fullmatch(body) or len(ref) > 255:
+        if not re.fullmatch(IMAGE_PATTERN, body) or len(ref) > 255:
             raise InvalidName(
                 f"invalid image reference {ref!r}",
                 hint="use [REGISTRY/]NAME[:TAG] with a lowercase name, e.g. 127.0.0.1:5000/cman/busybox:latest",
             )
 
+    @staticmethod
+    def _split_ref(ref: str) -> tuple[str, str]:
+        """'host:5000/a/b:tag' -> ('host:5000/a/b', 'tag'); the tag defaults to latest."""
+        if "@" in ref:
+            repo, _, digest = ref.partition("@")
+            return repo, digest
+        slash = ref.rfind("/")
+        colon = ref.rfind(":")
+        if colon > slash:
+            return ref[:colon], ref[colon + 1 :]
+        return ref, "latest"
+
     # -- images -----------------------------------------------------------------------
 
     def pull(self, ref: str) -> Iterator[PullProgress]:
-        import docker.utils
-
         self.validate_image_name(ref)
-        repo, tag = docker.utils.parse_repository_tag(ref)
-        with _boundary(image=ref, action="pull"):
-            for event in self.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
+        repo, tag = self._split_ref(ref)
+        with _boundary(image=ref, action="pull"), self.api.stream(
+            "POST", "/images/create", params={"fromImage": repo, "tag": tag}
+        ) as body:
+            while line := body.readline():
+                if not line.strip():
+                    continue
+                event = json.loads(line)
                 if "error" in event:
                     text = str(event.get("error"))
                     if "not found" in text or "manifest unknown" in text:
@@ -380,183 +367,165 @@ class DockerBackend(Backend):
 
     @idempotent(_is_transient)
     def images(self) -> list[Image]:
-        with _boundary(action="list images"):
-            return [_image_from_raw(r) for r in self.api.images()]
+        return [_image_from_raw(r) for r in self._call("GET", "/images/json", action="list images")]
 
     @idempotent(_is_transient)
     def image_inspect(self, ref: str) -> Image:
-        with _boundary(image=ref):
-            return _image_from_raw(self.api.inspect_image(ref))
+        return _image_from_raw(self._call("GET", f"/images/{_q(ref)}/json", image=ref))
 
     @idempotent(_is_transient)
     def image_history(self, ref: str) -> list[ImageLayer]:
-        with _boundary(image=ref):
-            return [
-                ImageLayer(
-                    id=str(layer.get("Id", "")),
-                    created=_parse_time(layer.get("Created")),
-                    created_by=str(layer.get("CreatedBy", "")),
-                    size=layer.get("Size"),
-                    comment=str(layer.get("Comment", "")),
-                )
-                for layer in self.api.history(ref)
-            ]
+        return [
+            ImageLayer(
+                id=str(layer.get("Id", "")),
+                created=_parse_time(layer.get("Created")),
+                created_by=str(layer.get("CreatedBy", "")),
+                size=layer.get("Size"),
+                comment=str(layer.get("Comment", "")),
+            )
+            for layer in self._call("GET", f"/images/{_q(ref)}/history", image=ref)
+        ]
 
     def image_remove(self, ref: str, *, force: bool = False) -> None:
-        with _boundary(image=ref, action="remove image"):
-            self.api.inspect_image(ref)
-            if not force:
-                users = self._containers_using(ref)
-                if users:
-                    raise InUse(
-                        f"image {ref} is in use by container(s) {', '.join(users)}",
-                        hint="remove them first, or use --force",
-                    )
-            self.api.remove_image(ref, force=force)
+        image_id = self.image_inspect(ref).id
+        if not force:
+            users = self._containers_using(image_id)
+            if users:
+                raise InUse(
+                    f"image {ref} is in use by container(s) {', '.join(users)}",
+                    hint="remove them first, or use --force",
+                )
+        self._call("DELETE", f"/images/{_q(ref)}", params={"force": force}, image=ref, action="remove image")
 
-    def _containers_using(self, ref: str) -> list[str]:
-        image_id = self.api.inspect_image(ref)["Id"]
-        return [c["Names"][0].lstrip("/") for c in self.api.containers(all=True, filters={"ancestor": image_id})]
+    def _containers_using(self, image_id: str) -> list[str]:
+        found = self._call("GET", "/containers/json", params={"all": True, "filters": {"ancestor": [image_id]}})
+        return [c["Names"][0].lstrip("/") for c in found]
 
     def image_prune(self) -> PruneResult:
-        with _boundary(action="prune images"):
-            result = self.api.prune_images(filters={"dangling": True})
-        deleted = tuple(
-            str(d.get("Deleted") or d.get("Untagged")) for d in (result.get("ImagesDeleted") or [])
-        )
+        result = self._call("POST", "/images/prune", params={"filters": {"dangling": ["true"]}}, action="prune images")
+        deleted = tuple(str(d.get("Deleted") or d.get("Untagged")) for d in (result.get("ImagesDeleted") or []))
         return PruneResult(removed=deleted, reclaimed_bytes=result.get("SpaceReclaimed"))
 
     def image_import(self, tarball: Path, name: str) -> Image:
-        import docker.utils
-
         self.validate_image_name(name)
-        repo, tag = docker.utils.parse_repository_tag(name)
-        cmd = " ".join(f'"{c}"' for c in DEFAULT_CMD)
-        with _boundary(image=name, action="import"):
-            self.api.import_image_from_file(
-                str(tarball), repository=repo, tag=tag or "latest", changes=[f"CMD [{cmd}]"]
-            )
-            return _image_from_raw(self.api.inspect_image(name if tag else f"{repo}:latest"))
+        repo, tag = self._split_ref(name)
+        cmd = json.dumps(list(DEFAULT_CMD))
+        with _boundary(image=name, action="import"), open(tarball, "rb") as data, self.api.stream(
+            "POST", "/images/create",
+            params={"fromSrc": "-", "repo": repo, "tag": tag, "changes": f"CMD {cmd}"},
+            data=data, content_type="application/x-tar",
+        ) as body:
+            for line in body.read().splitlines():
+                if line.strip() and "error" in (event := json.loads(line)):
+                    raise EngineError(f"docker import {name}: {event['error']}")
+        return self.image_inspect(f"{repo}:{tag}")
 
     # -- containers ---------------------------------------------------------------------
 
     def create(self, spec: ContainerSpec) -> Container:
         if spec.name is not None:
             self.validate_name(spec.name)
-        host_config: dict[str, Any] = {}
+        host: dict[str, Any] = {}
         if spec.cpus is not None:
-            host_config["nano_cpus"] = int(spec.cpus * 1e9)
+            host["NanoCpus"] = int(spec.cpus * 1e9)
         if spec.memory is not None:
-            host_config["mem_limit"] = spec.memory
+            host["Memory"] = spec.memory
         if spec.dns:
-            host_config["dns"] = list(spec.dns)
+            host["Dns"] = list(spec.dns)
         if spec.dns_search:
-            host_config["dns_search"] = list(spec.dns_search)
+            host["DnsSearch"] = list(spec.dns_search)
         if spec.network:
-            host_config["network_mode"] = spec.network
+            host["NetworkMode"] = spec.network
         if spec.auto_remove:
-            host_config["auto_remove"] = True
-        labels = {**spec.labels, MANAGED_LABEL: "true"}
-        with _boundary(container=spec.name or "?", image=spec.image, action="create"):
-            created = self.api.create_container(
-                spec.image,
-                command=list(spec.command) or None,
-                name=spec.name,
-                environment=dict(spec.env) or None,
-                labels=labels,
-                tty=spec.tty,
-                stdin_open=spec.interactive,
-                detach=not spec.interactive,
-                host_config=self.api.create_host_config(**host_config),
-            )
-            # stdin_once is what `docker run -i` sets: closing our stdin closes the container's.
-            return self.inspect(created["Id"])
+            host["AutoRemove"] = True
+        config: dict[str, Any] = {
+            "Image": spec.image,
+            "Env": [f"{k}={v}" for k, v in spec.env.items()],
+            "Labels": {**spec.labels, MANAGED_LABEL: "true"},
+            "Tty": spec.tty,
+            "OpenStdin": spec.interactive,
+            # What `docker run -i` sets: closing our stdin closes the container's.
+            "StdinOnce": spec.interactive,
+            "AttachStdin": spec.interactive,
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "HostConfig": host,
+        }
+        if spec.command:
+            config["Cmd"] = list(spec.command)
+        created = self._call("POST", "/containers/create", params={"name": spec.name}, body=config,
+                             container=spec.name or "?", image=spec.image, action="create")
+        return self.inspect(created["Id"])
 
     def start(self, ref: str) -> None:
-        with _boundary(container=ref, action="start"):
-            try:
-                self.api.start(ref)
-            except Exception as err:
-                import docker.errors
-
-                if isinstance(err, docker.errors.APIError) and err.status_code in (400, 500):
-                    text = _explanation(err)
-                    raise StartFailed(f"cannot start {ref}: {text}", classify_start_failure(text)) from err
-                raise
+        try:
+            self._call("POST", f"/containers/{_q(ref)}/start", container=ref, action="start")
+        except EngineError as err:
+            cause = err.__cause__
+            if isinstance(cause, ApiError) and cause.status in (400, 500):
+                raise StartFailed(f"cannot start {ref}: {cause.message}", classify_start_failure(cause.message)) from err
+            raise
 
     def start_attached(self, ref: str, io: StdIO) -> int:
+        info = self._call("GET", f"/containers/{_q(ref)}/json", container=ref)
+        tty = bool(info["Config"].get("Tty"))
+        want_stdin = io.stdin is not None and bool(info["Config"].get("OpenStdin"))
         with _boundary(container=ref, action="attach"):
-            info = self.api.inspect_container(ref)
-            tty = bool(info["Config"].get("Tty"))
-            want_stdin = io.stdin is not None and bool(info["Config"].get("OpenStdin"))
-            raw = self.api.attach_socket(
-                ref, params={"stdin": int(want_stdin), "stdout": 1, "stderr": 1, "stream": 1, "logs": 0}
+            sock = self.api.hijack(
+                f"/containers/{_q(ref)}/attach",
+                params={"stream": 1, "stdin": int(want_stdin), "stdout": 1, "stderr": 1},
             )
-        sock = _raw_socket(raw)
         try:
             self.start(ref)
             stream_io = io if want_stdin else StdIO(None, io.stdout, io.stderr, io.tty)
-            with _tty.raw_terminal(io.stdin if tty else None), _tty.forward_resize(
-                io, (lambda r, c: self.api.resize(ref, height=r, width=c)) if tty else None
-            ):
+            resize = self._resizer(f"/containers/{_q(ref)}/resize") if tty else None
+            with _tty.raw_terminal(io.stdin if tty else None), _tty.forward_resize(io, resize):
                 _tty.pump_socket(sock, stream_io, multiplexed=not tty)
         finally:
-            with contextlib.suppress(OSError):
-                sock.close()
-            with contextlib.suppress(Exception):
-                raw.close()
+            sock.close()
         return self.wait(ref)
 
+    def _resizer(self, path: str) -> _tty.ResizeFn:
+        def resize(rows: int, cols: int) -> None:
+            self.api.call("POST", path, params={"h": rows, "w": cols}, timeout=5)
+
+        return resize
+
     def wait(self, ref: str) -> int:
-        with _boundary(container=ref, action="wait"):
-            result = self.api.wait(ref, timeout=None)
+        result = self._call("POST", f"/containers/{_q(ref)}/wait", timeout=None, container=ref, action="wait")
         return int(result.get("StatusCode", 0))
 
     @idempotent(_is_transient)
     def stop(self, ref: str, *, timeout: float = 10) -> None:
-        with _boundary(container=ref, action="stop"):
-            self.api.stop(ref, timeout=max(0, math.ceil(timeout)))
+        grace = max(0, math.ceil(timeout))
+        self._call("POST", f"/containers/{_q(ref)}/stop", params={"t": grace}, timeout=grace + 60,
+                   container=ref, action="stop")
 
     def restart(self, ref: str, *, timeout: float = 10) -> None:
-        with _boundary(container=ref, action="restart"):
-            self.api.restart(ref, timeout=max(0, math.ceil(timeout)))
+        grace = max(0, math.ceil(timeout))
+        self._call("POST", f"/containers/{_q(ref)}/restart", params={"t": grace}, timeout=grace + 60,
+                   container=ref, action="restart")
 
     def remove(self, ref: str, *, force: bool = False) -> None:
-        with _boundary(container=ref, action="remove"):
-            try:
-                self.api.remove_container(ref, force=force, v=True)
-            except Exception as err:
-                import docker.errors
-
-                if isinstance(err, docker.errors.APIError) and err.status_code == 409 and not force:
-                    raise Conflict(
-                        f"container {ref} is running", hint=f"stop it first (cman stop {ref}) or use rm -f"
-                    ) from err
+        try:
+            self._call("DELETE", f"/containers/{_q(ref)}", params={"force": force, "v": True},
+                       container=ref, action="remove")
+        except Conflict as err:
+            if force:
                 raise
+            raise Conflict(f"container {ref} is running", hint=f"stop it first (cman stop {ref}) or use rm -f") from err
 
     def kill(self, ref: str, signal: str = "SIGKILL") -> None:
-        with _boundary(container=ref, action="kill"):
-            self.api.kill(ref, signal=signal)
+        self._call("POST", f"/containers/{_q(ref)}/kill", params={"signal": signal}, container=ref, action="kill")
 
     @idempotent(_is_transient)
     def containers(self, *, all: bool = False) -> list[Container]:  # noqa: A002
-        params = {"all": "1"} if all else {}
-        if self._socket is not None:
-            try:
-                raw = _http.get_json(self._socket, "/containers/json", params)
-            except (FileNotFoundError, PermissionError, ConnectionRefusedError) as err:
-                raise _unavailable(err) from err
-            except _http.HTTPStatusError as err:
-                raise EngineError(f"docker: list containers: {err}") from err
-        else:
-            with _boundary(action="list containers"):
-                raw = self.api.containers(all=all)
+        raw = self._call("GET", "/containers/json", params={"all": all}, action="list containers")
         return [_container_from_summary(r) for r in raw]
 
     @idempotent(_is_transient)
     def inspect(self, ref: str) -> Container:
-        with _boundary(container=ref):
-            return _container_from_inspect(self.api.inspect_container(ref))
+        return _container_from_inspect(self._call("GET", f"/containers/{_q(ref)}/json", container=ref))
 
     def exec(
         self,
@@ -566,57 +535,43 @@ class DockerBackend(Backend):
         *,
         env: dict[str, str] | None = None,
     ) -> int:
+        config = {
+            "AttachStdin": io.stdin is not None,
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "Tty": io.tty,
+            "Cmd": list(command),
+            "Env": [f"{k}={v}" for k, v in (env or {}).items()],
+        }
+        exec_id = self._call("POST", f"/containers/{_q(ref)}/exec", body=config, container=ref, action="exec")["Id"]
         with _boundary(container=ref, action="exec"):
-            created = self.api.exec_create(
-                ref, list(command), stdin=io.stdin is not None, tty=io.tty, environment=env or None
-            )
-            exec_id = created["Id"]
-            raw = self.api.exec_start(exec_id, socket=True, tty=io.tty)
-        sock = _raw_socket(raw)
+            sock = self.api.hijack(f"/exec/{exec_id}/start", body={"Detach": False, "Tty": io.tty})
         try:
-            with _tty.raw_terminal(io.stdin if io.tty else None), _tty.forward_resize(
-                io, (lambda r, c: self.api.exec_resize(exec_id, height=r, width=c)) if io.tty else None
-            ):
+            resize = self._resizer(f"/exec/{exec_id}/resize") if io.tty else None
+            with _tty.raw_terminal(io.stdin if io.tty else None), _tty.forward_resize(io, resize):
                 _tty.pump_socket(sock, io, multiplexed=not io.tty)
         finally:
-            with contextlib.suppress(OSError):
-                sock.close()
-        with _boundary(container=ref, action="exec"):
-            for _ in range(50):  # the exit code is set a moment after the stream closes
-                code = self.api.exec_inspect(exec_id).get("ExitCode")
-                if code is not None:
-                    return int(code)
-                import time
-
-                time.sleep(0.02)
+            sock.close()
+        for _ in range(100):  # the exit code is set a moment after the stream closes
+            code = self._call("GET", f"/exec/{exec_id}/json", container=ref).get("ExitCode")
+            if code is not None:
+                return int(code)
+            time.sleep(0.02)
         raise EngineError(f"docker: exec in {ref} finished but reported no exit code")
 
     def logs(self, ref: str, *, follow: bool = False) -> Iterator[LogChunk]:
-        import struct
-
-        with _boundary(container=ref, action="logs"):
-            tty = bool(self.api.inspect_container(ref)["Config"].get("Tty"))
-            # docker-py's public logs() merges stdout and stderr; read the frames ourselves.
-            res = self.api._get(
-                self.api._url("/containers/{0}/logs", ref),
-                params={"stdout": 1, "stderr": 1, "follow": int(follow), "timestamps": 0},
-                stream=True,
-            )
-            self.api._raise_for_status(res)
-        try:
+        tty = bool(self._call("GET", f"/containers/{_q(ref)}/json", container=ref)["Config"].get("Tty"))
+        params = {"stdout": 1, "stderr": 1, "follow": int(follow), "timestamps": 0}
+        with _boundary(container=ref, action="logs"), self.api.stream(
+            "GET", f"/containers/{_q(ref)}/logs", params=params
+        ) as body:
             if tty:
-                for chunk in res.iter_content(chunk_size=None):
+                while chunk := body.read(65536) if not follow else body.readline():
                     yield LogChunk("stdout", chunk)
                 return
-            while True:
-                header = res.raw.read(8)
-                if len(header) < 8:
-                    return
+            while len(header := body.read(8)) == 8:
                 kind, size = header[0], struct.unpack(">I", header[4:8])[0]
-                data = res.raw.read(size)
-                yield LogChunk("stderr" if kind == 2 else "stdout", data)
-        finally:
-            res.close()
+                yield LogChunk("stderr" if kind == 2 else "stdout", body.read(size))
 
     def init_pid(self, ref: str) -> int | None:
         return self.inspect(ref).pid

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 
@@ -18,6 +18,8 @@ from .. import backends
 from ..backends.base import Backend
 from ..errors import AmbiguousName, CmanError, ContainerNotFound, EngineUnavailable
 from ..models import StdIO
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -34,15 +36,12 @@ class Session:
         return self._loaded[chosen]
 
     def explicit_backend(self) -> str | None:
-        import os
-
-        return self.backend_option or os.environ.get(backends.ENV_BACKEND) or None
+        return backends.explicit_name(self.backend_option)
 
     def listing_backends(self) -> list[str]:
         """Backends a listing asks: the chosen one, else every reachable one."""
         explicit = self.explicit_backend()
         if explicit:
-            backends.default_name(explicit)  # validates the name
             return [explicit]
         found = [n for n in backends.names() if backends.quick_reachable(n)]
         if not found:
@@ -131,3 +130,17 @@ def human_size(n: int | None) -> str:
 
 def warn(message: str) -> None:
     sys.stderr.write(f"cman: warning: {message}\n")
+
+
+def only_command(app: typer.Typer, only: str | None) -> Callable[..., Callable[[F], F]]:
+    """A ``@command(name)`` decorator that registers on ``app`` only the wanted command."""
+
+    def command(name: str, **kwargs: Any) -> Callable[[F], F]:
+        def decorate(fn: F) -> F:
+            if only is None or only == name:
+                app.command(name, **kwargs)(fn)
+            return fn
+
+        return decorate
+
+    return command

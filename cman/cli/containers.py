@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from .. import lifecycle
-from ..errors import CmanError, ContainerNotFound, ExitCode, Interrupted
+from ..errors import CmanError, ExitCode, Interrupted
 from ..models import Container, ContainerSpec
 from ..validate import parse_cpus, parse_env, parse_labels, parse_size
+from ._common import only_command as _only
 from ._common import print_json, print_table, session, terminal_stdio, warn
 from .images import pull_progress_printer
 
@@ -72,8 +72,10 @@ def _print_containers(items: list[Container], as_json: bool) -> None:
     )
 
 
-def register(app: typer.Typer) -> None:
-    @app.command(context_settings=PASSTHROUGH)
+def register(app: typer.Typer, only: str | None = None) -> None:
+    """Define the commands; add to ``app`` only ``only`` when given."""
+    command = _only(app, only)
+    @command("run", context_settings=PASSTHROUGH)
     def run(
         ctx: typer.Context,
         image: Annotated[str, typer.Argument(help="Image to run (pulled when missing).")],
@@ -89,6 +91,8 @@ def register(app: typer.Typer) -> None:
         memory: Annotated[str | None, typer.Option("--memory", "-m", help="Memory limit, e.g. 512m.")] = None,
     ) -> None:
         """Create and start a container; the command's exit code becomes cman's."""
+        from .. import lifecycle
+
         s = session(ctx)
         try:
             spec = _spec(image, command, name, env, label, cpus, memory, interactive, tty)
@@ -113,7 +117,7 @@ def register(app: typer.Typer) -> None:
             return
         raise typer.Exit(outcome.exit_code or 0)
 
-    @app.command(context_settings=PASSTHROUGH)
+    @command("create", context_settings=PASSTHROUGH)
     def create(
         ctx: typer.Context,
         image: Annotated[str, typer.Argument(help="Image (pulled when missing).")],
@@ -127,6 +131,8 @@ def register(app: typer.Typer) -> None:
         memory: Annotated[str | None, typer.Option("--memory", "-m")] = None,
     ) -> None:
         """Create a container without starting it; print its ID."""
+        from .. import lifecycle
+
         s = session(ctx)
         spec = _spec(image, command, name, env, label, cpus, memory, interactive, tty)
         backend = s.backend()
@@ -135,7 +141,7 @@ def register(app: typer.Typer) -> None:
         lifecycle.ensure_image(backend, spec.image, pull_progress_printer())
         sys.stdout.write(backend.create(spec).id + "\n")
 
-    @app.command("ps")
+    @command("ps")
     def ps(
         ctx: typer.Context,
         all_: Annotated[bool, typer.Option("--all", "-a", help="Show stopped containers too.")] = False,
@@ -157,12 +163,12 @@ def register(app: typer.Typer) -> None:
             return
         _print_containers(items, as_json)
 
-    @app.command()
+    @command("start")
     def start(ctx: typer.Context, names: Names) -> None:
         """Start stopped containers."""
         _each(ctx, names, lambda b, n: b.start(n))
 
-    @app.command()
+    @command("stop")
     def stop(
         ctx: typer.Context,
         names: Names,
@@ -171,7 +177,7 @@ def register(app: typer.Typer) -> None:
         """Stop containers: SIGTERM (or the engine's clean shutdown), then kill after --time."""
         _each(ctx, names, lambda b, n: b.stop(n, timeout=time))
 
-    @app.command()
+    @command("restart")
     def restart(
         ctx: typer.Context,
         names: Names,
@@ -180,7 +186,7 @@ def register(app: typer.Typer) -> None:
         """Restart containers."""
         _each(ctx, names, lambda b, n: b.restart(n, timeout=time))
 
-    @app.command("rm")
+    @command("rm")
     def rm(
         ctx: typer.Context,
         names: Names,
@@ -189,7 +195,7 @@ def register(app: typer.Typer) -> None:
         """Remove containers."""
         _each(ctx, names, lambda b, n: b.remove(n, force=force))
 
-    @app.command("exec", context_settings=PASSTHROUGH)
+    @command("exec", context_settings=PASSTHROUGH)
     def exec_(
         ctx: typer.Context,
         name: Annotated[str, typer.Argument(help="NAME or BACKEND:NAME.")],
@@ -199,6 +205,8 @@ def register(app: typer.Typer) -> None:
         env: Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment K=V.")] = None,
     ) -> None:
         """Run a command in a running container; its exit code becomes cman's."""
+        from .. import lifecycle
+
         s = session(ctx)
         try:
             environment = parse_env(env or [])
@@ -212,7 +220,7 @@ def register(app: typer.Typer) -> None:
             raise _run_exit(err) from err
         raise typer.Exit(code)
 
-    @app.command()
+    @command("logs")
     def logs(
         ctx: typer.Context,
         name: Annotated[str, typer.Argument(help="NAME or BACKEND:NAME.")],
@@ -229,7 +237,7 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt:
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
-    @app.command()
+    @command("inspect")
     def inspect(ctx: typer.Context, names: Names, as_json: Json = False) -> None:
         """Show containers' details."""
         s = session(ctx)
@@ -267,4 +275,3 @@ def register(app: typer.Typer) -> None:
         if first is not None:
             raise typer.Exit(int(first.exit_code))
 
-    _ = (ContainerNotFound,)

@@ -11,10 +11,10 @@ from ..backends.base import Feature
 from ..errors import ExitCode
 from ._common import print_json, print_table, session
 
-engine_app = typer.Typer(help="Engines: status and features.", no_args_is_help=True)
 
-
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, only: str | None = None) -> None:
+    """Define the commands; add to ``app`` only ``only`` when given."""
+    engine_app = typer.Typer(help="Engines: status and features.", no_args_is_help=True)
     @engine_app.command("status")
     def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         """For each backend: installed, running, reachable, and the exact fix when not.
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         Exits 0 when every backend shown is reachable, 5 otherwise.
         """
         explicit = session(ctx).explicit_backend()
-        names = [backends.default_name(explicit)] if explicit else backends.names()
+        names = [explicit] if explicit else backends.names()
         results = [backends.backend_class(n).probe() for n in names]
         if as_json:
             print_json([r.to_dict() for r in results])
@@ -50,4 +50,5 @@ def register(app: typer.Typer) -> None:
             [[str(f), *("yes" if f in c.capabilities else "no" for c in classes.values())] for f in Feature],
         )
 
-    app.add_typer(engine_app, name="engine")
+    if only in (None, "engine"):
+        app.add_typer(engine_app, name="engine")

@@ -12,10 +12,9 @@ import typer
 from ..errors import InvalidValue
 from ..models import Image, PullProgress
 from ._common import human_size, print_json, print_table, session
+from ._common import only_command as _only
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-image_app = typer.Typer(help="Manage images.", no_args_is_help=True)
 
 
 class _PlainProgress:
@@ -106,8 +105,11 @@ def _print_images(items: list[Image], as_json: bool) -> None:
     print_table(["BACKEND", "IMAGE", "ID", "CREATED", "SIZE"], rows)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
+def register(app: typer.Typer, only: str | None = None) -> None:
+    """Define the commands; add to ``app`` only ``only`` when given."""
+    command = _only(app, only)
+    image_app = typer.Typer(help="Manage images.", no_args_is_help=True)
+    @command("pull")
     def pull(ctx: typer.Context, image: Annotated[str, typer.Argument(help="Image reference.")]) -> None:
         """Fetch an image, with a progress bar per layer on a terminal."""
         backend = session(ctx).backend()
@@ -119,7 +121,7 @@ def register(app: typer.Typer) -> None:
             printer.bar = None
         sys.stdout.write(f"{backend.name}:{image}\n")
 
-    @app.command("images")
+    @command("images")
     def images(ctx: typer.Context, as_json: Json = False) -> None:
         """List images (same as `cman image ls`)."""
         _ls(ctx, as_json)
@@ -198,4 +200,5 @@ def register(app: typer.Typer) -> None:
             return
         sys.stdout.write(f"{img.backend}:{name} {img.id}\n")
 
-    app.add_typer(image_app, name="image")
+    if only in (None, "image"):
+        app.add_typer(image_app, name="image")

@@ -1,0 +1,73 @@
+"""Docker backend pieces that need no engine: name rules, start-failure table, parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from cman.backends.docker import (
+    DockerBackend,
+    _container_from_summary,
+    _parse_time,
+    classify_start_failure,
+)
+from cman.errors import ExitCode, InvalidName
+from cman.models import State
+
+
+@pytest.mark.parametrize("name", ["web", "a1", "my_app.v2-x"])
+def test_valid_names(name: str) -> None:
+    DockerBackend.validate_name(name)
+
+
+@pytest.mark.parametrize("name", ["", "a", "-x", "_x", "has space", "a/b", "x" * 129, "é"])
+def test_invalid_names(name: str) -> None:
+    with pytest.raises(InvalidName):
+        DockerBackend.validate_name(name)
+
+
+@pytest.mark.parametrize("ref", ["busybox", "local/busybox:latest", "127.0.0.1:5000/cman/busybox:1.0", "localhost/x"])
+def test_valid_image_refs(ref: str) -> None:
+    DockerBackend.validate_image_name(ref)
+
+
+@pytest.mark.parametrize("ref", ["UPPER", "a b", "x:", "-x", "local//x"])
+def test_invalid_image_refs(ref: str) -> None:
+    with pytest.raises(InvalidName):
+        DockerBackend.validate_image_name(ref)
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ('OCI runtime create failed: exec: "/nope": stat /nope: no such file or directory: unknown', ExitCode.COMMAND_NOT_FOUND),
+        ('exec: "nope": executable file not found in $PATH: unknown', ExitCode.COMMAND_NOT_FOUND),
+        ('exec: "/etc/passwd": permission denied: unknown', ExitCode.CANNOT_INVOKE),
+        ("something else entirely", ExitCode.RUN_FAILED),
+    ],
+)
+def test_start_failure_table(message: str, code: ExitCode) -> None:
+    assert classify_start_failure(message) == code
+
+
+def test_summary_parsing() -> None:
+    raw = {
+        "Id": "abc123" * 10,
+        "Names": ["/web"],
+        "Image": "local/busybox",
+        "State": "exited",
+        "Status": "Exited (0) 1 minute ago",
+        "Created": 1700000000,
+        "Labels": {"cman.managed": "true", "x": "y"},
+        "Command": "sleep 1",
+    }
+    c = _container_from_summary(raw)
+    assert (c.name, c.state, c.managed, c.backend) == ("web", State.STOPPED, True, "docker")
+    assert c.created is not None and c.created.year == 2023
+    assert c.to_dict()["state"] == "stopped"
+
+
+def test_parse_time_unknown_is_none() -> None:
+    assert _parse_time("0001-01-01T00:00:00Z") is None
+    assert _parse_time(0) is None
+    t = _parse_time("2024-05-01T10:20:30.123456789Z")
+    assert t is not None and t.microsecond == 123456
