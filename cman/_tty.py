@@ -59,7 +59,7 @@ def raw_terminal(stream: IO[bytes] | None) -> Iterator[None]:
         return
     saved = termios.tcgetattr(fd)
     try:
-        tty.setraw(fd)
+        tty.setraw(fd, termios.TCSANOW)  # TCSAFLUSH would drop what the user typed early
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)

@@ -89,6 +89,8 @@ class Engine:
     unreachable_env: dict[str, str] = field(default_factory=dict)
     """Environment that makes the engine unreachable (for the error tests)."""
     made: list[str] = field(default_factory=list)
+    keep_pulled: bool = True
+    """The pull test's image was there before the run: leave it."""
 
     def cli(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         return cli(*args, backend=self.name, **kw)
@@ -130,6 +132,12 @@ def _make_engine(name: str) -> Engine:
                         unreachable_env={"PATH": "/nonexistent-bin"})
     if not ROOTFS.is_file():
         unavailable(f"test rootfs {ROOTFS} is missing: run scripts/setup-engines.sh")
+    if engine.pull_ref:
+        try:
+            backend.image_inspect(engine.pull_ref)
+            engine.keep_pulled = True
+        except CmanError:
+            engine.keep_pulled = False
     image = f"{PREFIX}-bb"
     proc = cli("image", "import", str(ROOTFS), image, backend=name)
     if proc.returncode != 0:
@@ -151,6 +159,9 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
                     eng.backend.remove(c.name, force=True)
         with contextlib.suppress(CmanError):
             eng.backend.image_remove(eng.image, force=True)
+        if eng.pull_ref and not eng.keep_pulled:
+            with contextlib.suppress(CmanError):
+                eng.backend.image_remove(eng.pull_ref, force=True)
         eng.backend.close()
 
 

@@ -7,9 +7,11 @@ the few stderr patterns that are unavoidable live in one table in the caller.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import EngineError, EngineTimeout, EngineUnavailable
 
@@ -44,11 +46,13 @@ def run(
     input: str | None = None,  # noqa: A002 - subprocess's name
     env: Mapping[str, str] | None = None,
     backend: str = "lxc",
+    fix: str | None = None,
 ) -> Completed:
-    """Run ``argv`` (never through a shell) and capture its output."""
-    argv = [str(a) for a in argv]
-    if not argv or any("\0" in a for a in argv):
-        raise ValueError("argv must be non-empty and contain no NUL bytes")
+    """Run ``argv`` (never through a shell) and capture its output.
+
+    ``fix`` is what to tell the user when the program is missing.
+    """
+    argv = _checked(argv)
     try:
         proc = subprocess.run(
             argv,
@@ -61,12 +65,36 @@ def run(
             check=False,
         )
     except FileNotFoundError as err:
-        raise EngineUnavailable(
-            backend, f"{argv[0]} is not installed", "install it: apt-get install lxc"
-        ) from err
+        raise _missing(argv, backend, fix) from err
     except subprocess.TimeoutExpired as err:
         raise EngineTimeout(f"`{' '.join(argv)}` did not finish within {timeout:g} s") from err
     result = Completed(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
     if check and proc.returncode != 0:
         raise ProcError(argv, proc.returncode, proc.stdout, proc.stderr)
     return result
+
+
+def spawn(argv: Sequence[str], *, backend: str = "lxc", fix: str | None = None, **popen: Any) -> subprocess.Popen[bytes]:
+    """The streaming counterpart of :func:`run`, for processes whose streams are pumped
+    or inherited: argv list, never a shell; a missing program is EngineUnavailable."""
+    args = _checked(argv)
+    try:
+        return subprocess.Popen(args, **popen)
+    except FileNotFoundError as err:
+        raise _missing(args, backend, fix) from err
+
+
+def _checked(argv: Sequence[str]) -> list[str]:
+    args = [str(a) for a in argv]
+    if not args or any("\0" in a for a in args):
+        raise ValueError("argv must be non-empty and contain no NUL bytes")
+    return args
+
+
+_PACKAGES = {"setsid": "util-linux", "ip": "iproute2", "bridge": "iproute2", "iptables": "iptables", "tar": "tar"}
+
+
+def _missing(argv: Sequence[str], backend: str, fix: str | None) -> EngineUnavailable:
+    program = argv[0]
+    package = _PACKAGES.get(os.path.basename(program), "lxc" if program.startswith("lxc-") else program)
+    return EngineUnavailable(backend, f"{program} is not installed", fix or f"install it: apt-get install {package}")

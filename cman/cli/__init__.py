@@ -39,11 +39,20 @@ def _global(
         str | None,
         typer.Option("--backend", "-B", help="docker, lxd or lxc (default: $CMAN_BACKEND, else the first reachable engine, Docker first)."),
     ] = None,
+    lxcpath: Annotated[
+        str | None,
+        typer.Option("--lxcpath", "-P", help="LXC containers' directory for the lxc backend (default /var/lib/lxc, or $CMAN_LXC_PATH)."),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
+    if lxcpath is not None:
+        from ..validate import check_config_value
+
+        # The lxc backend reads its path from the environment, as its subprocesses do.
+        os.environ["CMAN_LXC_PATH"] = check_config_value("--lxcpath", lxcpath)
     ctx.obj = Session(backend_option=backend, debug=debug or bool(os.environ.get("CMAN_DEBUG")))
 
 
@@ -53,7 +62,7 @@ def _invoked_command(argv: list[str]) -> str | None:
     for arg in argv:
         if skip_value:
             skip_value = False
-        elif arg in ("--backend", "-B"):
+        elif arg in ("--backend", "-B", "--lxcpath", "-P"):
             skip_value = True
         elif not arg.startswith("-"):
             return arg if arg in COMMANDS else None

@@ -1,0 +1,356 @@
+"""cman's own image store for raw LXC (LXC itself has none).
+
+Layout, under ``$CMAN_LXC_IMAGES`` (default /var/lib/cman/lxc-images)::
+
+    .lock                       flock held around every change of the store
+    <id>/rootfs.tar[.gz|.xz|.bz2]   the rootfs tarball, byte for byte as imported
+    <id>/metadata.json          id, sha256 (of the tarball), size, created, source, aliases, ...
+
+Every import or pull makes a new image, as ``docker import`` does; identical tarballs
+are hard-linked. Names (aliases) move like Docker tags: importing under a taken name
+moves the name to the new image, and the old one, left without a name, is what
+``image prune`` removes (when no container was made from it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import ImageNotFound, InvalidName, InvalidValue
+from ..models import Image
+from ..validate import check_config_value
+from . import _lxc_fs
+
+DEFAULT_STORE = Path("/var/lib/cman/lxc-images")
+ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
+ALIAS_RULES = (
+    "LXC image names are 1-128 characters of letters, digits, '_', '.', ':', '/', '-', starting with a letter or digit"
+)
+
+_MAGIC = (
+    (b"\x1f\x8b", ".gz"),
+    (b"\xfd7zXZ\x00", ".xz"),
+    (b"BZh", ".bz2"),
+)
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ELF_MACHINES = {3: "i686", 8: "mips", 20: "ppc", 21: "ppc64le", 22: "s390x", 40: "armv7l", 62: "x86_64",
+                 183: "aarch64", 243: "riscv64"}
+_ARCH_PROBES = ("bin/busybox", "sbin/init", "bin/sh", "bin/bash", "usr/bin/env", "bin/ls", "usr/bin/ls")
+_INITS = ("sbin/init",)
+
+TEMPLATE_CONFIG_KEYS = ("lxc.signal.halt", "lxc.signal.reboot", "lxc.signal.stop", "lxc.mount.entry", "lxc.autodev")
+"""Keys of a template's config that an image keeps and every container of it gets."""
+
+
+def validate_alias(name: str) -> str:
+    if not name or len(name) > 128 or not ALIAS_RE.fullmatch(name):
+        raise InvalidName(f"invalid image name {name!r}", hint=ALIAS_RULES)
+    return name
+
+
+def _norm(alias: str) -> str:
+    """``name`` and ``name:latest`` are the same image name, as with Docker."""
+    return alias.removesuffix(":latest")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def parse_time(value: object) -> datetime | None:
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What a look through the tarball found."""
+
+    prefix: str
+    """"" for a plain rootfs; "rootfs" or "./rootfs" for LXD's unified layout."""
+    has_init: bool
+    has_sh: bool
+    unpacked_size: int
+    architecture: str | None
+
+
+def compression_suffix(path: Path) -> str:
+    """".gz", ".xz", ".bz2" or "" (plain tar); raises InvalidValue for anything else."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    for magic, suffix in _MAGIC:
+        if head.startswith(magic):
+            return suffix
+    if head.startswith(_ZSTD_MAGIC):
+        raise InvalidValue("TARBALL", str(path), "zstd is not supported here: recompress with gzip or xz")
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return ""
+    raise InvalidValue("TARBALL", str(path), "not a tar archive (.tar, .tar.gz, .tar.xz or .tar.bz2)")
+
+
+def _clean(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return name.lstrip("/").rstrip("/")
+
+
+def scan_tarball(path: Path) -> Scan:
+    """Stream through the archive once: layout, init, size, architecture."""
+    import tarfile
+
+    names: set[str] = set()
+    raw_prefix = ""
+    size = 0
+    arch: dict[str, str] = {}
+    lxd_arch: str | None = None
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            for member in tar:
+                name = _clean(member.name)
+                names.add(name)
+                size += member.size if member.isfile() else 0
+                if name == "rootfs" or name.startswith("rootfs/"):
+                    raw_prefix = "./rootfs" if member.name.startswith("./") else "rootfs"
+                inner = name.removeprefix("rootfs/")
+                if member.isfile() and inner in _ARCH_PROBES and inner not in arch:
+                    fh = tar.extractfile(member)
+                    head = fh.read(20) if fh is not None else b""
+                    if head[:4] == b"\x7fELF" and len(head) >= 20:
+                        number = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+                        machine = _ELF_MACHINES.get(number)
+                        if machine:
+                            arch[inner] = machine
+                elif member.isfile() and name == "metadata.yaml":
+                    fh = tar.extractfile(member)
+                    text = fh.read(65536).decode("utf-8", "replace") if fh is not None else ""
+                    m = re.search(r"^architecture:\s*['\"]?([A-Za-z0-9_]+)", text, re.MULTILINE)
+                    lxd_arch = m.group(1) if m else None
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise InvalidValue("TARBALL", str(path), f"cannot read the archive: {err}") from err
+    unified = "metadata.yaml" in names and bool(raw_prefix)
+    prefix = raw_prefix if unified else ""
+    strip = "rootfs/" if unified else ""
+
+    def has(rel: str) -> bool:
+        return f"{strip}{rel}" in names
+
+    found_arch = lxd_arch or next((arch[p] for p in _ARCH_PROBES if p in arch), None)
+    return Scan(
+        prefix=prefix,
+        has_init=any(has(i) for i in _INITS),
+        has_sh=has("bin/sh"),
+        unpacked_size=size,
+        architecture={"amd64": "x86_64", "arm64": "aarch64"}.get(found_arch or "", found_arch),
+    )
+
+
+class ImageStore:
+    """The store's directory. Callers hold :meth:`lock` around changes (see LxcBackend)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".lock"
+
+    def lock(self) -> Any:
+        return _lxc_fs.locked(self.lock_path)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def all(self) -> list[dict[str, Any]]:
+        try:
+            dirs = [d for d in self.root.iterdir() if not d.name.startswith(".")]
+        except FileNotFoundError:
+            return []
+        metas = [m for m in (_lxc_fs.read_json(d / "metadata.json") for d in dirs) if m and m.get("id")]
+        return sorted(metas, key=lambda m: str(m.get("created", "")), reverse=True)
+
+    def find(self, ref: str) -> dict[str, Any] | None:
+        """By name (``x`` = ``x:latest``), then by full ID or a unique ID prefix (>= 4 hex digits)."""
+        metas = self.all()
+        want = _norm(ref)
+        for meta in metas:
+            if want in (_norm(a) for a in meta.get("aliases", [])):
+                return meta
+        hexpart = ref.removeprefix("sha256:").lower()
+        if re.fullmatch(r"[0-9a-f]{4,64}", hexpart):
+            hits = [m for m in metas if str(m["id"]).removeprefix("sha256:").startswith(hexpart)]
+            if len(hits) == 1:
+                return hits[0]
+        return None
+
+    def get(self, ref: str) -> dict[str, Any]:
+        meta = self.find(ref)
+        if meta is None:
+            raise ImageNotFound(ref, "lxc", f"not in cman's LXC image store {self.root}")
+        return meta
+
+    def dir_of(self, meta: dict[str, Any]) -> Path:
+        return self.root / str(meta["id"]).removeprefix("sha256:")
+
+    def tarball_of(self, meta: dict[str, Any]) -> Path:
+        return self.dir_of(meta) / str(meta["file"])
+
+    # -- writing (caller holds the lock unless said otherwise) ---------------------------
+
+    def new_workdir(self) -> Path:
+        """A private directory inside the store (same filesystem: the final move is a rename)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        work = self.root / f".tmp-{secrets.token_hex(6)}"
+        work.mkdir(mode=0o700)
+        return work
+
+    def stage(self, src: Path, work: Path, *, move: bool = False) -> tuple[str, Path, Scan]:
+        """Copy (or move) a tarball into ``work``, hashing it; no lock needed."""
+        import hashlib
+
+        suffix = compression_suffix(src)
+        scan = scan_tarball(src)
+        if not scan.has_init:
+            raise InvalidValue(
+                "TARBALL", str(src),
+                "the rootfs has no /sbin/init: a system container boots an init (busybox, systemd-sysv, ...)",
+            )
+        dest = work / f"rootfs.tar{suffix}"
+        digest = hashlib.sha256()
+        if move:
+            src.rename(dest)
+            with open(dest, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+        else:
+            with open(src, "rb") as fin, open(dest, "wb") as fout:
+                while chunk := fin.read(1 << 20):
+                    digest.update(chunk)
+                    fout.write(chunk)
+        return digest.hexdigest(), dest, scan
+
+    def commit(
+        self,
+        work: Path,
+        sha: str,
+        staged: Path,
+        scan: Scan,
+        *,
+        alias: str | None,
+        source: dict[str, Any],
+        lxc_config: Iterable[tuple[str, str]] = (),
+        architecture: str | None = None,
+    ) -> dict[str, Any]:
+        """Move a staged tarball into place as a new image and give it its name.
+
+        Every import or pull makes a new image, as ``docker import`` does (its ID covers
+        the tarball's digest and the time); identical tarballs are hard-linked, not copied.
+        """
+        import hashlib
+
+        config = [[k, check_config_value(k, v)] for k, v in lxc_config]
+        created = _now()
+        image_hex = hashlib.sha256(f"{sha}\n{created}\n{secrets.token_hex(8)}".encode()).hexdigest()
+        twin = next((m for m in self.all() if m.get("sha256") == sha and self.tarball_of(m).is_file()), None)
+        if twin is not None:
+            link = staged.with_name(".link")
+            try:
+                os.link(self.tarball_of(twin), link)
+                os.replace(link, staged)
+            except OSError:
+                link.unlink(missing_ok=True)
+        meta: dict[str, Any] = {
+            "id": f"sha256:{image_hex}",
+            "sha256": sha,
+            "file": staged.name,
+            "size": staged.stat().st_size,
+            "unpacked_size": scan.unpacked_size,
+            "created": created,
+            "source": source,
+            "aliases": [],
+            "architecture": architecture or scan.architecture,
+            "rootfs_prefix": scan.prefix,
+            "default_command": ["/bin/sh"] if scan.has_sh else [],
+            "lxc_config": config,
+        }
+        _lxc_fs.write_json(work / "metadata.json", meta)
+        work.rename(self.root / image_hex)
+        if alias is not None:
+            self.set_alias(meta, alias)
+        return meta
+
+    def set_alias(self, meta: dict[str, Any], alias: str) -> None:
+        want = _norm(alias)
+        for other in self.all():
+            if other["id"] != meta["id"] and want in (_norm(a) for a in other.get("aliases", [])):
+                other["aliases"] = [a for a in other["aliases"] if _norm(a) != want]
+                _lxc_fs.write_json(self.dir_of(other) / "metadata.json", other)
+        if want not in (_norm(a) for a in meta.get("aliases", [])):
+            meta["aliases"] = [*meta.get("aliases", []), alias]
+        _lxc_fs.write_json(self.dir_of(meta) / "metadata.json", meta)
+
+    def drop_alias(self, meta: dict[str, Any], alias: str) -> None:
+        meta["aliases"] = [a for a in meta.get("aliases", []) if _norm(a) != _norm(alias)]
+        _lxc_fs.write_json(self.dir_of(meta) / "metadata.json", meta)
+
+    def delete(self, meta: dict[str, Any]) -> int:
+        """Remove an image; returns the bytes freed."""
+        path = self.dir_of(meta)
+        stats = [f.stat() for f in path.iterdir() if f.is_file()]
+        freed = sum(st.st_size for st in stats if st.st_nlink == 1)  # a hard-linked twin keeps its bytes
+        shutil.rmtree(path)
+        return freed
+
+    def clean_stale_workdirs(self, older_than: float = 3600) -> None:
+        import time
+
+        try:
+            entries = list(self.root.glob(".tmp-*"))
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if time.time() - entry.stat().st_mtime > older_than:
+                    shutil.rmtree(entry, ignore_errors=True)
+            except OSError:
+                continue
+
+
+def to_image(meta: dict[str, Any]) -> Image:
+    source = meta.get("source") or {}
+    return Image(
+        backend="lxc",
+        id=str(meta["id"]),
+        tags=tuple(meta.get("aliases", [])),
+        size=meta.get("size"),
+        created=parse_time(meta.get("created")),
+        architecture=meta.get("architecture"),
+        extra={
+            "source": source,
+            "unpacked_size": meta.get("unpacked_size"),
+            "default_command": meta.get("default_command", []),
+            "file": meta.get("file"),
+            "lxc_config": meta.get("lxc_config", []),
+        },
+    )
+
+
+def created_by(meta: dict[str, Any]) -> str:
+    source = meta.get("source") or {}
+    kind = source.get("kind")
+    if kind == "import":
+        return f"cman image import {source.get('path', '?')}"
+    if kind == "template":
+        args = " ".join(source.get("args", []))
+        return f"lxc-create -t {source.get('template', '?')}" + (f" -- {args}" if args else "")
+    return str(kind or "?")
