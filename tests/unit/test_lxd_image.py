@@ -1,0 +1,151 @@
+"""LXD image plumbing without LXD: references, the short-name map, unified tarballs."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from cman.backends import _lxd_image as li
+from cman.errors import InvalidName, InvalidValue
+
+
+def _tarball(path: Path, *, prefix: str = "", os_release: str | None = None) -> Path:
+    """A tiny rootfs tarball: a dir, a file, a symlink, a hard link (optionally os-release)."""
+    with tarfile.open(path, "w:gz") as tar:
+        def add(name: str, data: bytes | None = None, **kw: object) -> None:
+            info = tarfile.TarInfo(prefix + name)
+            info.mtime = 1700000000
+            for k, v in kw.items():
+                setattr(info, k, v)
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+
+        if prefix:
+            add(".", type=tarfile.DIRTYPE, mode=0o755)
+        add("bin", type=tarfile.DIRTYPE, mode=0o755)
+        add("bin/busybox", b"\x7fELF fake", mode=0o755)
+        add("bin/sh", type=tarfile.SYMTYPE, linkname="busybox")
+        add("bin/ash", type=tarfile.LNKTYPE, linkname=prefix + "bin/busybox")
+        add("etc", type=tarfile.DIRTYPE, mode=0o755)
+        if os_release is not None:
+            add("etc/os-release", os_release.encode(), mode=0o644)
+    return path
+
+
+# -- references ------------------------------------------------------------------------------
+
+
+def test_remote_refs() -> None:
+    r = li.parse_remote("images:debian/12")
+    assert r is not None
+    assert (r.server, r.alias, r.canonical) == ("https://images.linuxcontainers.org", "debian/12", "images:debian/12")
+    url = li.parse_remote("https://127.0.0.1:8443/streams:busybox/1.36")
+    assert url is not None
+    assert (url.server, url.alias) == ("https://127.0.0.1:8443/streams", "busybox/1.36")
+    assert li.parse_remote("https://example.org:alpine") is not None
+    assert li.parse_remote("cmantest-bb") is None
+    assert li.parse_remote("notaremote:thing") is None  # a local alias that contains ':'
+
+
+@pytest.mark.parametrize("ref", ["https://host", "https://host:8443", "http://host:alias", "images:", "https://h: x"])
+def test_bad_remote_refs(ref: str) -> None:
+    with pytest.raises(InvalidName):
+        li.parse_remote(ref)
+
+
+def test_short_names_and_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(li.ENV_IMAGE_MAP, raising=False)
+    assert li.expand("ubuntu") == "images:ubuntu/22.04"
+    assert li.expand("debian:12") == "images:debian/12"
+    assert li.expand("cmantest-bb") == "cmantest-bb"
+    monkeypatch.setenv(li.ENV_IMAGE_MAP, json.dumps({"ubuntu": "images:ubuntu/24.04", "mine": "images:alpine/edge"}))
+    assert li.expand("ubuntu") == "images:ubuntu/24.04"
+    assert li.expand("mine") == "images:alpine/edge"
+    assert li.expand("debian") == "images:debian/12"  # defaults stay
+    monkeypatch.setenv(li.ENV_IMAGE_MAP, "[1, 2]")
+    with pytest.raises(InvalidValue, match=li.ENV_IMAGE_MAP):
+        li.expand("ubuntu")
+
+
+def test_remotes_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(li.ENV_REMOTES, json.dumps({"mirror": "https://10.201.0.1:8443"}))
+    r = li.parse_remote("mirror:debian/12")
+    assert r is not None and r.server == "https://10.201.0.1:8443"
+    monkeypatch.setenv(li.ENV_REMOTES, json.dumps({"plain": "http://10.201.0.1"}))
+    with pytest.raises(InvalidValue):
+        li.parse_remote("plain:x")
+
+
+@pytest.mark.parametrize("name", ["", "-x", "a b", "tab\there", "nl\n", "x" * 256])
+def test_bad_alias(name: str) -> None:
+    with pytest.raises(InvalidName):
+        li.check_alias(name)
+
+
+def test_fingerprint_shape() -> None:
+    assert li.looks_like_fingerprint("ae6d215f")
+    assert not li.looks_like_fingerprint("ae6d21")
+    assert not li.looks_like_fingerprint("cmantest-bb")
+
+
+# -- unified tarball -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["", "./"])
+def test_build_unified_layout(tmp_path: Path, prefix: str) -> None:
+    src = _tarball(tmp_path / "rootfs.tar.gz", prefix=prefix, os_release='ID=busybox\nVERSION_ID="1.36"\n')
+    built = li.build_unified(src, "bb", out_dir=tmp_path)
+    try:
+        with tarfile.open(built.path) as tar:
+            names = tar.getnames()
+            assert names[-1] == "metadata.yaml"
+            assert names[0] == "rootfs"
+            assert {"rootfs/bin", "rootfs/bin/busybox", "rootfs/bin/sh", "rootfs/bin/ash", "rootfs/etc/os-release"} <= set(names)
+            assert tar.getmember("rootfs/bin/sh").linkname == "busybox"  # symlinks stay relative
+            assert tar.getmember("rootfs/bin/ash").linkname == "rootfs/bin/busybox"  # hard links follow the move
+            meta_file = tar.extractfile("metadata.yaml")
+            assert meta_file is not None
+            meta = json.loads(meta_file.read())  # JSON is YAML
+            busybox = tar.extractfile("rootfs/bin/busybox")
+            assert busybox is not None and busybox.read() == b"\x7fELF fake"
+        assert meta["architecture"] == li.host_architecture()
+        assert meta["creation_date"] == int(src.stat().st_mtime)
+        assert meta["properties"]["os"] == "busybox"
+        assert meta["properties"]["release"] == "1.36"
+        assert meta["properties"]["name"] == "bb"
+    finally:
+        built.path.unlink()
+
+
+def test_build_unified_is_deterministic(tmp_path: Path) -> None:
+    src = _tarball(tmp_path / "rootfs.tar.gz")
+    a = li.build_unified(src, "bb", out_dir=tmp_path)
+    b = li.build_unified(src, "bb", out_dir=tmp_path)
+    c = li.build_unified(src, "other", out_dir=tmp_path)
+    try:
+        assert a.fingerprint == b.fingerprint
+        assert a.fingerprint != c.fingerprint  # the name is part of the metadata
+        assert a.path.read_bytes() == b.path.read_bytes()
+    finally:
+        for x in (a, b, c):
+            x.path.unlink()
+
+
+def test_build_unified_refuses_escapes_and_garbage(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        info = tarfile.TarInfo("../../etc/passwd")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(InvalidValue, match=r"\.\."):
+        li.build_unified(evil, "evil", out_dir=tmp_path)
+    garbage = tmp_path / "garbage.tar.gz"
+    garbage.write_bytes(b"not a tarball at all")
+    with pytest.raises(InvalidValue, match="tar"):
+        li.build_unified(garbage, "g", out_dir=tmp_path)
+    assert not list(tmp_path.glob("cman-lxd-image-*")), "no temporary file is left behind"
