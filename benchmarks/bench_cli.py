@@ -57,21 +57,21 @@ def main() -> int:
     docker = [args.docker]
     print(f"cman: {args.cman}  docker: {args.docker}  python: {sys.version.split()[0]}  rounds: {args.rounds}")
 
-    c, d = alternate(cman + ["run", "--rm", IMAGE, "true"], docker + ["run", "--rm", IMAGE, "true"], args.rounds, env)
+    c, d = alternate([*cman, "run", "--rm", IMAGE, "true"], [*docker, "run", "--rm", IMAGE, "true"], args.rounds, env)
     report("run --rm IMAGE true", c, d, 1.5)
 
     prefix = f"cmanbench-{secrets.token_hex(3)}"
     names = [f"{prefix}-{i}" for i in range(args.containers)]
     try:
         for name in names:
-            subprocess.run(docker + ["run", "-d", "--name", name, IMAGE, "sleep", "600"],
+            subprocess.run([*docker, "run", "-d", "--name", name, IMAGE, "sleep", "600"],
                            stdout=subprocess.DEVNULL, check=True)
-        c, d = alternate(cman + ["ps", "-a"], docker + ["ps", "-a"], args.rounds * 2, env)
+        c, d = alternate([*cman, "ps", "-a"], [*docker, "ps", "-a"], args.rounds * 2, env)
         report(f"ps -a ({args.containers} containers)", c, d, 12)
-        c_all, d = alternate([args.cman, "ps", "-a"], docker + ["ps", "-a"], args.rounds, env)
+        c_all, d = alternate([args.cman, "ps", "-a"], [*docker, "ps", "-a"], args.rounds, env)
         report("ps -a, every reachable backend", c_all, d, 12)
     finally:
-        subprocess.run(docker + ["rm", "-f", *names], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run([*docker, "rm", "-f", *names], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return 0
 
 

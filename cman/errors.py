@@ -129,6 +129,18 @@ class EngineUnavailable(CmanError):
         self.fix = fix
 
 
+class SourceUnreachable(CmanError):
+    """A registry or image server cannot be reached (pull)."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+    def __init__(self, ref: str, detail: str) -> None:
+        super().__init__(
+            f"cannot reach the image source of {ref}: {detail}",
+            hint="check the registry or remote address and the network, or import the image offline: cman image import TARBALL NAME",
+        )
+
+
 class Unsupported(CmanError):
     """A backend was asked for a feature it declares it does not have."""
 

@@ -85,6 +85,8 @@ class Engine:
     """An image imported from the busybox rootfs with `cman image import`."""
     pull_ref: str | None = None
     """A ref that really pulls here (local registry, or a local template), if any."""
+    unreachable_pull_ref: str | None = None
+    """A ref whose source cannot be reached here (the daemons' egress goes to a dead proxy)."""
     missing_image: str = ""
     unreachable_env: dict[str, str] = field(default_factory=dict)
     """Environment that makes the engine unreachable (for the error tests)."""
@@ -124,11 +126,14 @@ def _make_engine(name: str) -> Engine:
     missing = f"{PREFIX}-missing"
     if name == "docker":
         engine = Engine(name, backend, pull_ref=REGISTRY_IMAGE, missing_image=f"{REGISTRY}/cman/{missing}:1",
+                        unreachable_pull_ref="127.0.0.1:9/cman/nothing:1",
                         unreachable_env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     elif name == "lxd":
-        engine = Engine(name, backend, missing_image=missing, unreachable_env={"LXD_DIR": "/nonexistent/lxd"})
+        engine = Engine(name, backend, missing_image=missing, unreachable_pull_ref="images:debian/12",
+                        unreachable_env={"LXD_DIR": "/nonexistent/lxd"})
     else:
         engine = Engine(name, backend, pull_ref="template:busybox", missing_image=missing,
+                        unreachable_pull_ref="download:debian/12",
                         unreachable_env={"PATH": "/nonexistent-bin"})
     if not ROOTFS.is_file():
         unavailable(f"test rootfs {ROOTFS} is missing: run scripts/setup-engines.sh")

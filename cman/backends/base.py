@@ -14,7 +14,7 @@ import abc
 from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import Unsupported
 from ..models import (
@@ -29,6 +29,9 @@ from ..models import (
     PullProgress,
     StdIO,
 )
+
+if TYPE_CHECKING:
+    from ..network import Network, NetworkSpec
 
 
 class Feature(StrEnum):
@@ -177,15 +180,51 @@ class Backend(abc.ABC):
     def init_pid(self, ref: str) -> int | None:
         """Host PID of the container's init process, or None when it is not running."""
 
-    # -- networks (issue: networks) ----------------------------------------------
-    # Declared here so every backend shows up in the feature matrix; backends that
-    # implement networking declare Feature.NETWORKS and override these.
+    # -- networks ---------------------------------------------------------------------
+    # Declared here so every backend shows up in the feature matrix. A backend that
+    # implements networks declares Feature.NETWORKS and overrides the four verbs.
+    # Callers go through cman.network.create_network / remove_network, which
+    # validate, resolve and lock before calling these.
 
-    def network_create(self, spec: object) -> object:
+    @classmethod  # noqa: B027 - optional hook
+    def validate_network_spec(cls, spec: NetworkSpec) -> None:
+        """Engine-specific rules on a network spec, checked before any engine call.
+
+        Called twice: on the user's spec (fields may be None) and on the resolved one.
+        Raise InvalidName / InvalidValue naming the field. Default: no extra rule.
+        """
+
+    @classmethod
+    def default_bridge_name(cls, network: str) -> str:
+        """The bridge interface used when the user gives no ``--bridge``."""
+        from ..network import default_bridge_name
+
+        return default_bridge_name(network)
+
+    def network_create(self, spec: NetworkSpec) -> Network:
+        """Create a network from a *resolved* spec (subnet, gateway and bridge set).
+
+        Called under :func:`cman.network.host_lock` after the caller checked that no
+        network of that name exists, that the subnet overlaps nothing on the host or
+        in ``networks()`` and that the bridge interface does not exist yet. Must
+        record dns, dns_search and icc with the network (``spec.labels()``) and mark
+        it managed, install the host rules it needs (:mod:`cman.netfilter`), and on
+        failure leave nothing behind.
+        """
         raise Unsupported(self.name, str(Feature.NETWORKS))
 
-    def networks(self) -> list[object]:
+    def networks(self) -> list[Network]:
+        """Every network of this engine that has a bridge (managed or not)."""
+        raise Unsupported(self.name, str(Feature.NETWORKS))
+
+    def network_inspect(self, name: str) -> Network:
+        """Raises NetworkNotFound. ``containers`` lists attached containers, running or not."""
         raise Unsupported(self.name, str(Feature.NETWORKS))
 
     def network_remove(self, name: str, *, force: bool = False) -> None:
+        """Remove a network and the host rules cman installed for it.
+
+        Refuses (InUse, naming them) while containers are attached, unless ``force``,
+        which detaches them first (they are kept). Raises NetworkNotFound.
+        """
         raise Unsupported(self.name, str(Feature.NETWORKS))

@@ -11,6 +11,7 @@ translated into cman's error family here, in :func:`_boundary`, and nowhere else
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .. import _tty
@@ -37,6 +38,8 @@ from ..errors import (
     InUse,
     InvalidName,
     NameInUse,
+    NetworkNotFound,
+    SourceUnreachable,
 )
 from ..models import (
     MANAGED_LABEL,
@@ -56,6 +59,9 @@ from . import _http, _reach
 from ._docker_api import ApiError, SdkTransport, Transport, UnixTransport
 from ._retry import idempotent
 from .base import Backend, Feature
+
+if TYPE_CHECKING:
+    from ..network import Network, NetworkSpec
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 NAME_RULES = "Docker names are 2-128 characters of letters, digits, '_', '.', '-', starting with a letter or digit"
@@ -89,12 +95,31 @@ class StartFailed(CmanError):
         self.exit_code = code
 
 
+UNREACHABLE_SOURCE = ("dial tcp", "connection refused", "no such host", "i/o timeout", "proxyconnect", "network is unreachable")
+"""Daemon messages (HTTP 500 on pull) that mean the registry cannot be reached."""
+
+
 def classify_start_failure(message: str) -> ExitCode:
     low = message.lower()
     for needle, code in START_FAILURES:
         if needle in low:
             return code
     return ExitCode.RUN_FAILED
+
+
+ISOLATE_LABEL = "cman.isolate"
+"""Container label: the no-ICC cman networks whose bridge port cman isolates after each start."""
+_BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
+BRIDGE_NAME_OPT = "com.docker.network.bridge.name"
+ICC_OPT = "com.docker.network.bridge.enable_icc"
+
+
+def _state_dir() -> Path:
+    """Where cman keeps files the local daemon bind-mounts (resolv.conf)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/cman/docker")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "cman" / "docker"
 
 
 def _fix_for_missing_daemon() -> str:
@@ -240,12 +265,15 @@ class DockerBackend(Backend):
             Feature.LOGS_FOLLOW,
             Feature.CPU_LIMIT,
             Feature.MEMORY_LIMIT,
+            Feature.NETWORKS,
             Feature.REMOTE,
         }
     )
 
     def __init__(self) -> None:
         self._transport: Transport | None = None
+        self._no_isolation: set[str] = set()
+        """Containers this process created that need no port isolation after start."""
 
     # -- connection -----------------------------------------------------------------
 
@@ -345,6 +373,15 @@ class DockerBackend(Backend):
     def pull(self, ref: str) -> Iterator[PullProgress]:
         self.validate_image_name(ref)
         repo, tag = self._split_ref(ref)
+        try:
+            yield from self._pull(ref, repo, tag)
+        except EngineError as err:
+            text = str(err).lower()
+            if any(needle in text for needle in UNREACHABLE_SOURCE):
+                raise SourceUnreachable(ref, err.message.removeprefix("docker pull: ")) from err
+            raise
+
+    def _pull(self, ref: str, repo: str, tag: str) -> Iterator[PullProgress]:
         with _boundary(image=ref, action="pull"), self.api.stream(
             "POST", "/images/create", params={"fromImage": repo, "tag": tag}
         ) as body:
@@ -426,22 +463,47 @@ class DockerBackend(Backend):
         if spec.name is not None:
             self.validate_name(spec.name)
         host: dict[str, Any] = {}
+        config: dict[str, Any] = {}
+        labels = {**spec.labels, MANAGED_LABEL: "true"}
         if spec.cpus is not None:
             host["NanoCpus"] = int(spec.cpus * 1e9)
         if spec.memory is not None:
             host["Memory"] = spec.memory
-        if spec.dns:
-            host["Dns"] = list(spec.dns)
-        if spec.dns_search:
-            host["DnsSearch"] = list(spec.dns_search)
+        dns, dns_search = spec.dns, spec.dns_search
         if spec.network:
             host["NetworkMode"] = spec.network
+            net = None if spec.network in _BUILTIN_NETWORKS or spec.network.startswith("container:") \
+                else self._network(spec.network)
+            if net is not None:
+                from ..network import check_container_ip, container_dns
+
+                if spec.ip:
+                    check_container_ip(net, spec.ip)
+                dns, dns_search = container_dns(net, spec.dns, spec.dns_search)
+                if not net.icc:
+                    labels[ISOLATE_LABEL] = net.name
+                if dns and (source := self._resolv_conf(dns, dns_search)) is not None:
+                    # Docker's embedded DNS (127.0.0.11) would hide the servers on a
+                    # user-defined network; cman's promise is a resolv.conf that shows them.
+                    host["Binds"] = [f"{source}:/etc/resolv.conf:ro"]
+            if spec.ip:
+                config["NetworkingConfig"] = {
+                    "EndpointsConfig": {spec.network: {"IPAMConfig": {"IPv4Address": spec.ip}}}
+                }
+        elif spec.ip:
+            from ..errors import InvalidValue
+
+            raise InvalidValue("--ip", spec.ip, "needs --network")
+        if dns:
+            host["Dns"] = list(dns)
+        if dns_search:
+            host["DnsSearch"] = list(dns_search)
         if spec.auto_remove:
             host["AutoRemove"] = True
-        config: dict[str, Any] = {
+        config.update({
             "Image": spec.image,
             "Env": [f"{k}={v}" for k, v in spec.env.items()],
-            "Labels": {**spec.labels, MANAGED_LABEL: "true"},
+            "Labels": labels,
             "Tty": spec.tty,
             "OpenStdin": spec.interactive,
             # What `docker run -i` sets: closing our stdin closes the container's.
@@ -450,12 +512,39 @@ class DockerBackend(Backend):
             "AttachStdout": True,
             "AttachStderr": True,
             "HostConfig": host,
-        }
+        })
         if spec.command:
             config["Cmd"] = list(spec.command)
         created = self._call("POST", "/containers/create", params={"name": spec.name}, body=config,
                              container=spec.name or "?", image=spec.image, action="create")
+        if ISOLATE_LABEL not in labels:
+            self._no_isolation.add(created["Id"])
+            if spec.name:
+                self._no_isolation.add(spec.name)
         return self.inspect(created["Id"])
+
+    @staticmethod
+    def _resolv_conf(dns: Sequence[str], dns_search: Sequence[str]) -> str | None:
+        """A resolv.conf file for a bind mount, named by its content (shared, never rewritten).
+
+        None when the daemon is remote: the file would have to live on its host.
+        """
+        if _reach.docker_socket() is None:
+            return None
+        import hashlib
+
+        from ..network import render_resolv_conf
+
+        text = render_resolv_conf(dns, dns_search)
+        folder = _state_dir() / "resolv"
+        path = folder / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.conf"
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_text(text)
+            tmp.chmod(0o644)
+            os.replace(tmp, path)
+        return str(path)
 
     def start(self, ref: str) -> None:
         try:
@@ -465,6 +554,37 @@ class DockerBackend(Backend):
             if isinstance(cause, ApiError) and cause.status in (400, 500):
                 raise StartFailed(f"cannot start {ref}: {cause.message}", classify_start_failure(cause.message)) from err
             raise
+        self._isolate_ports(ref)
+
+    def _isolate_ports(self, ref: str) -> None:
+        """No-ICC at layer 2: isolate the container's veth on each no-ICC cman network.
+
+        Docker's enable_icc=false drops IP between peers but not ARP; bridge port
+        isolation closes layer 2 too. Runs after every start/restart through cman,
+        because Docker makes a new veth each time. If it cannot be done the container
+        is killed: it must not run with less isolation than its network promises.
+        """
+        if ref in self._no_isolation or _reach.docker_socket() is None:
+            return
+        raw = self._call("GET", f"/containers/{_q(ref)}/json", container=ref)
+        wanted = ((raw.get("Config") or {}).get("Labels") or {}).get(ISOLATE_LABEL)
+        pid = (raw.get("State") or {}).get("Pid")
+        if not wanted or not pid:
+            return
+        from .. import netfilter
+
+        try:
+            for name in wanted.split(","):
+                net = self._network(name)
+                if net.bridge and not net.icc:
+                    netfilter.isolate_container(int(pid), net.bridge)
+        except CmanError as err:
+            with contextlib.suppress(CmanError):
+                self.kill(ref)
+            raise EngineError(
+                f"docker: {ref} was stopped: cannot isolate it on its no-ICC network ({err})",
+                hint="cman needs root and iproute2's `bridge` and util-linux's `nsenter` for no-ICC networks",
+            ) from err
 
     def start_attached(self, ref: str, io: StdIO) -> int:
         info = self._call("GET", f"/containers/{_q(ref)}/json", container=ref)
@@ -505,6 +625,7 @@ class DockerBackend(Backend):
         grace = max(0, math.ceil(timeout))
         self._call("POST", f"/containers/{_q(ref)}/restart", params={"t": grace}, timeout=grace + 60,
                    container=ref, action="restart")
+        self._isolate_ports(ref)
 
     def remove(self, ref: str, *, force: bool = False) -> None:
         try:
@@ -575,3 +696,123 @@ class DockerBackend(Backend):
 
     def init_pid(self, ref: str) -> int | None:
         return self.inspect(ref).pid
+
+    # -- networks ------------------------------------------------------------------------
+
+    @classmethod
+    def validate_network_spec(cls, spec: NetworkSpec) -> None:
+        if spec.name in _BUILTIN_NETWORKS:
+            raise InvalidName(f"invalid network name {spec.name!r}", hint="it is one of Docker's predefined networks")
+
+    def _net_call(self, method: str, path: str, *, name: str, action: str, params: dict[str, Any] | None = None,
+                  body: Any = None) -> Any:
+        """An Engine API call about a network: 404 is NetworkNotFound, 409 a Conflict about it."""
+        with _boundary(action=action):
+            try:
+                return self.api.call(method, path, params=params, body=body)
+            except ApiError as err:
+                if err.status == 404:
+                    raise NetworkNotFound(name, "docker") from err
+                if err.status in (403, 409):
+                    raise Conflict(f"docker {action} {name}: {err.message}") from err
+                raise
+
+    def network_create(self, spec: NetworkSpec) -> Network:
+        if not spec.resolved:
+            raise ValueError(f"network_create needs a resolved spec, got {spec}")
+        body = {
+            "Name": spec.name,
+            "CheckDuplicate": True,
+            "Driver": "bridge",
+            "EnableIPv6": False,
+            "IPAM": {"Driver": "default", "Config": [{"Subnet": spec.subnet, "Gateway": spec.gateway}]},
+            "Options": {BRIDGE_NAME_OPT: spec.bridge, ICC_OPT: "true" if spec.icc else "false"},
+            "Labels": {MANAGED_LABEL: "true", **spec.labels()},
+        }
+        created = self._net_call("POST", "/networks/create", name=spec.name, action="network create", body=body)
+        # Docker writes its own FORWARD rules for its bridges (ICC accept or drop);
+        # a DOCKER-USER rule from cman would override them, so none is added here.
+        return self.network_inspect(str(created.get("Id") or spec.name))
+
+    @idempotent(_is_transient)
+    def networks(self) -> list[Network]:
+        raw = self._call("GET", "/networks", params={"filters": {"driver": ["bridge"]}}, action="list networks")
+        # By network name: a created, never started container has no NetworkID yet.
+        attached: dict[str, list[str]] = {}
+        for c in self._call("GET", "/containers/json", params={"all": True}, action="list containers"):
+            name = (c.get("Names") or ["/" + c["Id"][:12]])[0].lstrip("/")
+            for net_name in (c.get("NetworkSettings") or {}).get("Networks") or {}:
+                attached.setdefault(net_name, []).append(name)
+        return sorted((_network_from_raw(r, attached.get(r["Name"], [])) for r in raw), key=lambda n: n.name)
+
+    @idempotent(_is_transient)
+    def network_inspect(self, name: str) -> Network:
+        return self._network(name, detail=True)
+
+    def _network(self, name: str, *, detail: bool = False) -> Network:
+        """The network; with ``detail`` also its containers (running or not) and cman's host rules."""
+        raw = self._net_call("GET", f"/networks/{_q(name)}", name=name, action="network inspect")
+        if raw.get("Driver") != "bridge":
+            raise NetworkNotFound(name, "docker")
+        if not detail:
+            return _network_from_raw(raw, sorted(c.get("Name", "") for c in (raw.get("Containers") or {}).values()))
+        # By name: the filter matches a created, never started container only by name.
+        users = self._call("GET", "/containers/json", params={"all": True, "filters": {"network": [raw["Name"]]}},
+                           action="list containers")
+        net = _network_from_raw(raw, sorted(c["Names"][0].lstrip("/") for c in users))
+        if net.managed and net.bridge and _reach.docker_socket() is not None:
+            from .. import netfilter
+
+            extra = {
+                **net.extra,
+                "host_rules": [str(r) for r in netfilter.list_rules(net.name)],
+                "isolated_ports": sorted(p for p, iso in netfilter.bridge_ports(net.bridge).items() if iso),
+            }
+            net = dataclasses.replace(net, extra=extra)
+        return net
+
+    def network_remove(self, name: str, *, force: bool = False) -> None:
+        net = self.network_inspect(name)
+        if net.containers and not force:
+            raise InUse(
+                f"network {name} is in use by container(s) {', '.join(net.containers)}",
+                hint=f"remove them first, or `cman network rm -f docker:{name}` to disconnect them",
+            )
+        for container in net.containers:
+            with contextlib.suppress(NetworkNotFound):
+                self._net_call("POST", f"/networks/{net.id}/disconnect", name=name, action="network disconnect",
+                               body={"Container": container, "Force": True})
+        self._net_call("DELETE", f"/networks/{net.id}", name=name, action="network rm")
+        if net.managed and _reach.docker_socket() is not None:
+            from .. import netfilter
+
+            netfilter.remove_rules(net.name, net.bridge)
+
+
+def _network_from_raw(raw: dict[str, Any], containers: Sequence[str]) -> Network:
+    from ..network import Network, spec_from_labels
+
+    labels = raw.get("Labels") or {}
+    options = raw.get("Options") or {}
+    v4: dict[str, Any] = next(
+        (c for c in ((raw.get("IPAM") or {}).get("Config") or []) if ":" not in str(c.get("Subnet", ""))), {}
+    )
+    managed = labels.get(MANAGED_LABEL) == "true"
+    recorded = spec_from_labels(labels)
+    bridge = options.get(BRIDGE_NAME_OPT) or f"br-{raw['Id'][:12]}"
+    return Network(
+        backend="docker",
+        name=raw.get("Name", ""),
+        id=raw["Id"],
+        bridge=bridge,
+        subnet=v4.get("Subnet") or None,
+        gateway=v4.get("Gateway") or None,
+        dns=recorded["dns"] if managed else (),
+        dns_search=recorded["dns_search"] if managed else (),
+        icc=str(options.get(ICC_OPT, "true")).lower() != "false",
+        containers=tuple(containers),
+        managed=managed,
+        created=_parse_time(raw.get("Created")),
+        extra={"driver": raw.get("Driver"), "scope": raw.get("Scope"), "options": options, "labels": labels,
+               "internal": bool(raw.get("Internal"))},
+    )

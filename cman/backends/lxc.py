@@ -37,6 +37,17 @@ those (lock order: lxcpath, then store).
   ``logs -f`` follows both until the container stops. Output of ``-t`` sessions goes to
   the terminal only.
 - ``--env`` applies to the command and to ``exec``, not to init. Labels live in cman.json.
+
+**Networks.** Raw LXC has no network object: cman records each network of an LXC path
+in ``LXCPATH/.cman-networks/NAME.json``, makes the bridge itself and installs the host
+rules, and gives each container on a network one veth (``eth0``) with an address it
+allocates from the subnet under :func:`cman.network.host_lock` (details in
+:mod:`._lxc_net`). Without ``--network`` (or with ``--network none``) a container has
+loopback only (``lxc.net.0.type = empty``). ``--dns``/``--dns-search`` (or the network's)
+are written into the rootfs's ``/etc/resolv.conf`` at create. The address is the
+container's from create to rm, so ``inspect`` shows it (under the network's name) also
+while the container is stopped. Lock order: the network lock, then the LXC path's, then
+the image store's; the network lock is never taken while the LXC path's is held.
 """
 
 from __future__ import annotations
@@ -82,12 +93,15 @@ from ..models import (
     StdIO,
 )
 from ..validate import check_config_value, check_name
-from . import _lxc_fs, _proc
+from . import _lxc_fs, _lxc_net, _proc
 from ._lxc_images import DEFAULT_STORE, TEMPLATE_CONFIG_KEYS, ImageStore, created_by, to_image, validate_alias
 from .base import Backend, Feature
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..cgroups import CgroupMounts
+    from ..network import Network, NetworkSpec
 
 ENV_LXC_PATH = "CMAN_LXC_PATH"
 ENV_IMAGES = "CMAN_LXC_IMAGES"
@@ -331,6 +345,38 @@ class StartFailed(EngineError):
     """lxc-start returned, but the container is not running."""
 
 
+SHORT_NAMES = {
+    "ubuntu": "download:ubuntu/jammy",
+    "ubuntu:22.04": "download:ubuntu/jammy",
+    "ubuntu:24.04": "download:ubuntu/noble",
+    "debian": "download:debian/bookworm",
+    "debian:12": "download:debian/bookworm",
+    "debian:11": "download:debian/bullseye",
+    "alpine": "download:alpine/3.19",
+    "alpine:3.19": "download:alpine/3.19",
+    "fedora": "download:fedora/39",
+    "fedora:39": "download:fedora/39",
+    "busybox": "template:busybox",
+}
+"""Short image names -> pull syntax; extended or overridden by $CMAN_LXC_IMAGE_MAP (JSON)."""
+
+
+def short_names() -> dict[str, str]:
+    import json
+
+    mapping = dict(SHORT_NAMES)
+    raw = os.environ.get("CMAN_LXC_IMAGE_MAP")
+    if raw:
+        try:
+            extra = json.loads(raw)
+        except ValueError as err:
+            raise InvalidValue("$CMAN_LXC_IMAGE_MAP", raw, "must be a JSON object of name -> pull reference") from err
+        if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
+            raise InvalidValue("$CMAN_LXC_IMAGE_MAP", raw, "must be a JSON object of name -> pull reference")
+        mapping.update(extra)
+    return mapping
+
+
 class LxcBackend(Backend):
     """Raw LXC through the lxc-* tools. See the module docstring for the semantics."""
 
@@ -346,6 +392,7 @@ class LxcBackend(Backend):
             Feature.LOGS_FOLLOW,
             Feature.CPU_LIMIT,
             Feature.MEMORY_LIMIT,
+            Feature.NETWORKS,
         }
     )
     system_containers = True
@@ -353,6 +400,7 @@ class LxcBackend(Backend):
     def __init__(self) -> None:
         self.lxcpath = lxc_path_from_env()
         self.store = ImageStore(image_store_from_env())
+        self.net_records = _lxc_net.Records(self.lxcpath)
         if shutil.which("lxc-start") is None:
             status = self.probe()
             raise EngineUnavailable(
@@ -460,8 +508,12 @@ class LxcBackend(Backend):
         """``template:busybox`` builds an image with LXC's busybox template (offline);
         ``[download:]DIST/RELEASE[/ARCH]`` uses the ``download`` template, which needs an image
         server: set $CMAN_LXC_DOWNLOAD_SERVER (none is contacted otherwise). A name already in
-        cman's store is up to date."""
+        cman's store is up to date; a short name (``ubuntu``, ``debian:12``) maps through
+        :func:`short_names`."""
         check_config_value("image", ref)
+        if self.store.find(ref) is None and (mapped := short_names().get(ref)):
+            yield PullProgress(None, f"{ref} is {mapped}")
+            ref = mapped
         kind, _, rest = ref.partition(":")
         if kind == "template":
             if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", rest):
@@ -634,19 +686,38 @@ class LxcBackend(Backend):
 
     # -- containers -------------------------------------------------------------------------------
 
-    def _check_spec(self, spec: ContainerSpec) -> None:
-        if spec.network or spec.ip or spec.dns or spec.dns_search:
-            raise Unsupported("lxc", str(Feature.NETWORKS), "containers get no network yet (lxc.net.0.type = empty)")
+    def _check_spec(self, spec: ContainerSpec) -> dict[str, Any] | None:
+        """Check the spec before any work; returns the record of the network to join, if any."""
+        from ..network import check_container_ip, check_dns_servers, check_network_name, check_search_domains
+
         if spec.profiles:
             raise Unsupported("lxc", "profiles", "raw LXC has no profiles")
+        check_dns_servers(spec.dns)
+        check_search_domains(spec.dns_search)  # they go into a file: no line may sneak in
+        network = spec.network if spec.network not in _lxc_net.RESERVED_NAMES else None
+        if spec.ip is not None and network is None:
+            raise InvalidValue("--ip", spec.ip, "needs --network NAME (a network with a subnet)")
+        if network is None:
+            return None
+        check_network_name(network)
+        record = self.net_records.get(network)
+        if spec.ip is not None:
+            check_container_ip(_lxc_net.to_network(record), spec.ip)
+        return record
 
-    def _network_settings(self, spec: ContainerSpec) -> list[tuple[str, str] | str]:
-        """The hook for the networks issue: today every container gets an empty network
-        namespace (loopback only)."""
-        return ["network (loopback only for now)", ("lxc.net.0.type", "empty")]
+    def _network_settings(self, paths: Paths, network: Network | None,
+                          address: str | None) -> list[tuple[str, str] | str]:
+        """One veth on the network's bridge with the allocated address, or loopback only."""
+        if network is None or address is None or not network.bridge or not network.subnet:
+            return list(_lxc_net.EMPTY_NETWORK)
+        hook = None if network.icc else paths.dir / _lxc_net.HOOK_NAME
+        prefixlen = int(network.subnet.rpartition("/")[2])
+        return _lxc_net.veth_entries(network.name, network.bridge, address, prefixlen, network.gateway, hook,
+                                     _lxc_net.new_hwaddr())
 
     def _config_entries(self, paths: Paths, spec: ContainerSpec, image: dict[str, Any],
-                        limits: list[tuple[str, str]]) -> list[tuple[str, str] | str]:
+                        limits: list[tuple[str, str]], network: Network | None = None,
+                        address: str | None = None) -> list[tuple[str, str] | str]:
         common = next((c for c in COMMON_CONF if os.path.isfile(c)), None)
         entries: list[tuple[str, str] | str] = [
             "Written by cman (LXC backend) from the container's settings; cman.json holds the rest.",
@@ -662,7 +733,7 @@ class LxcBackend(Backend):
             ("lxc.console.logfile", str(paths.console)),
             ("lxc.log.file", str(paths.lxclog)),
             "",
-            *self._network_settings(spec),
+            *self._network_settings(paths, network, address),
         ]
         if limits:
             entries += ["", "limits", *limits]
@@ -697,7 +768,7 @@ class LxcBackend(Backend):
     def create(self, spec: ContainerSpec) -> Container:
         name = spec.name if spec.name is not None else f"cman-{secrets.token_hex(4)}"
         self.validate_name(name)
-        self._check_spec(spec)
+        joining = self._check_spec(spec)
         check_config_value("image", spec.image)
         limits = self._limits(spec)
         paths = self._paths(name)
@@ -729,6 +800,10 @@ class LxcBackend(Backend):
                         "memory": spec.memory,
                         "auto_remove": spec.auto_remove,
                         "created": _now(),
+                        "network": None,
+                        "ip": None,
+                        "dns": list(spec.dns),
+                        "dns_search": list(spec.dns_search),
                     })
                     _lxc_fs.write_json(paths.state, {"run": 0, "started": None, "finished": None, "exit_code": None})
                     paths.rootfs.mkdir(mode=0o755)
@@ -738,14 +813,66 @@ class LxcBackend(Backend):
                     if prefix:
                         argv += [f"--strip-components={prefix.count('/') + 1}", prefix]
                     _proc.run(argv, timeout=900, backend="lxc")
-                    tmp = paths.dir / ".config.tmp"
-                    tmp.write_text(config)
-                    os.replace(tmp, paths.config)  # last: only now does lxc-ls see the container
+                    if joining is None:
+                        self._write_dns(paths, None, spec)
+                        self._write_config(paths, config)  # last: only now does lxc-ls see the container
                 except BaseException:
                     if made:
                         shutil.rmtree(paths.dir, ignore_errors=True)
                     raise
+        if joining is not None:
+            # The address is allocated under the host-wide network lock, taken without the
+            # LXC path's lock held (lock order); until the config exists no other cman
+            # process sees this container, and the directory keeps its name taken.
+            try:
+                self._join_network(paths, spec, image, limits, str(joining["name"]))
+            except BaseException:
+                shutil.rmtree(paths.dir, ignore_errors=True)
+                raise
         return self.inspect(name)
+
+    @staticmethod
+    def _write_config(paths: Paths, config: str) -> None:
+        tmp = paths.dir / ".config.tmp"
+        tmp.write_text(config)
+        os.replace(tmp, paths.config)
+
+    @staticmethod
+    def _write_dns(paths: Paths, network: Network | None, spec: ContainerSpec) -> None:
+        """The container's --dns/--dns-search, each falling back to the network's, into its
+        rootfs's resolv.conf; with none at all the image's file stays."""
+        from ..network import container_dns, render_resolv_conf
+
+        servers, search = container_dns(network, spec.dns, spec.dns_search)
+        if servers or search:
+            _lxc_net.write_resolv_conf(paths.rootfs, render_resolv_conf(servers, search))
+
+    def _join_network(self, paths: Paths, spec: ContainerSpec, image: dict[str, Any],
+                      limits: list[tuple[str, str]], network: str) -> None:
+        """Allocate the container's address, then write its network config, resolv.conf and
+        the network's record, all under the network lock; on failure nothing stays allocated."""
+        from ..network import check_container_ip, host_lock
+
+        with host_lock():
+            record = self.net_records.get(network)  # it may have gone meanwhile
+            net = _lxc_net.to_network(record)
+            if spec.ip is not None:
+                check_container_ip(net, spec.ip)
+            address = _lxc_net.allocate(record, paths.name, spec.ip, self._on_network(network))
+            config = render_config(self._config_entries(paths, spec, image, limits, net, address))
+            if not net.icc:
+                _lxc_net.write_hook(paths.dir / _lxc_net.HOOK_NAME)
+            self._write_dns(paths, net, spec)
+            meta = self._meta(paths)
+            meta.update(network=network, ip=address)
+            _lxc_fs.write_json(paths.meta, meta)
+            self.net_records.save(record)
+            try:
+                self._write_config(paths, config)
+            except BaseException:
+                with contextlib.suppress(CmanError, OSError):
+                    self._release_address(paths.name, network)
+                raise
 
     def _boot(self, paths: Paths) -> tuple[int, int | None]:
         """Start the container unless it runs; return (run number, init PID)."""
@@ -756,6 +883,7 @@ class LxcBackend(Backend):
         paths.stopping.unlink(missing_ok=True)
         run = int(state.get("run") or 0) + 1
         previous = {k: state.get(k) for k in ("started", "finished", "exit_code")}
+        network = self._network_up(paths)
         self._update_state(paths, run=run, started=_now(), finished=None, exit_code=None, boot=None, job_pid=None)
         try:
             log_offset = paths.lxclog.stat().st_size
@@ -774,8 +902,53 @@ class LxcBackend(Backend):
                 f"lxc: container {paths.name} did not start: {detail}",
                 hint=f"see {paths.lxclog}, or watch it boot: lxc-start -P {self.lxcpath} -n {paths.name} -F",
             )
+        if network is not None and not network.icc and network.bridge:
+            self._isolate(paths, pid, network)
         self._update_state(paths, boot=pid)
         return run, pid
+
+    def _network_up(self, paths: Paths) -> Network | None:
+        """The container's network, its bridge and host rules made again if the bridge is
+        missing (after a reboot nothing of the host side survives); None without one."""
+        name = self._meta(paths).get("network")
+        record = self.net_records.find(str(name)) if name else None
+        if record is None:
+            return None  # no network, or its record went by hand: lxc-start says what is missing
+        net = _lxc_net.to_network(record)
+        from .. import netfilter
+
+        if net.bridge and net.gateway and net.subnet and not netfilter.link_exists(net.bridge):
+            from ..network import host_lock
+
+            with host_lock():
+                if not netfilter.link_exists(net.bridge):
+                    netfilter.create_bridge(net.bridge, net.gateway, int(net.subnet.rpartition("/")[2]))
+                    netfilter.ensure_bridge_rules(net.name, net.bridge, icc=net.icc)
+        hook = paths.dir / _lxc_net.HOOK_NAME
+        if not net.icc and not hook.exists():  # LXC refuses to start without it
+            _lxc_net.write_hook(hook)
+        return net
+
+    def _isolate(self, paths: Paths, pid: int, network: Network) -> None:
+        """No ICC: make sure the container's bridge port is isolated (the start hook did it
+        already; this checks it and covers a config written by hand). If that cannot be
+        done the container is killed: it must not run with less isolation than promised."""
+        from .. import netfilter
+
+        assert network.bridge
+        try:
+            netfilter.isolate_container(pid, network.bridge)
+        except CmanError as err:
+            with contextlib.suppress(OSError):
+                paths.stopping.touch()
+            with contextlib.suppress(CmanError):
+                self._tool("lxc-stop", "-n", paths.name, "-k", timeout=60, check=False)
+            with contextlib.suppress(CmanError, OSError):
+                self._update_state(paths, finished=_now())
+            raise EngineError(
+                f"lxc: {paths.name} was stopped: cannot isolate it on its no-ICC network {network.name} ({err})",
+                hint="cman needs root and iproute2's `bridge` and util-linux's `nsenter` for no-ICC networks",
+            ) from err
 
     def _launch_job(self, paths: Paths, command: Sequence[str], run: int, boot: int | None) -> None:
         """Start the detached supervisor of the container's command; wait until it has
@@ -871,6 +1044,7 @@ class LxcBackend(Backend):
 
     def remove(self, ref: str, *, force: bool = False) -> None:
         paths = self._existing(ref)
+        network = self._meta(paths).get("network")
         with _lxc_fs.locked(self._lock_path):
             if not paths.config.exists():  # removed meanwhile (an ephemeral one stopping, another cman)
                 raise ContainerNotFound(ref, "lxc")
@@ -893,6 +1067,8 @@ class LxcBackend(Backend):
                     if st in _RUNNING:
                         raise EngineError(f"lxc: could not destroy {paths.name}: it is {st}")
             shutil.rmtree(paths.dir, ignore_errors=True)  # cman's own files, or what lxc-destroy left
+        if network:  # after the LXC path's lock: the network lock comes first in the lock order
+            self._release_address(paths.name, str(network))
 
     def _container(self, paths: Paths, st: str | None, pid: int | None) -> Container:
         meta = _lxc_fs.read_json(paths.meta)
@@ -924,6 +1100,7 @@ class LxcBackend(Backend):
             labels=dict(meta.get("labels") or {}),
             pid=pid if state in (State.RUNNING, State.PAUSED) else None,
             exit_code=exit_code if state == State.STOPPED and isinstance(exit_code, int) else None,
+            addresses={str(meta["network"]): str(meta["ip"])} if meta.get("network") and meta.get("ip") else {},
             extra={
                 "lxc_state": st,
                 "lxcpath": self.lxcpath,
@@ -939,6 +1116,9 @@ class LxcBackend(Backend):
                 "finished_at": state_file.get("finished"),
                 "console_log": str(paths.console),
                 "output_log": str(paths.output),
+                "network": meta.get("network"),
+                "dns": meta.get("dns") or [],
+                "dns_search": meta.get("dns_search") or [],
             },
         )
 
@@ -1043,3 +1223,123 @@ class LxcBackend(Backend):
         with self._boundary(paths.name, "read the init PID of"):
             out = self._tool("lxc-info", "-n", paths.name, "-p", "-H", timeout=15).stdout.strip()
         return int(out) if out.isdigit() else None
+
+    # -- networks (see _lxc_net) ----------------------------------------------------------------
+
+    @classmethod
+    def validate_network_spec(cls, spec: NetworkSpec) -> None:
+        if spec.name in _lxc_net.RESERVED_NAMES:
+            raise InvalidName(f"invalid network name {spec.name!r}",
+                              hint="`--network none` means loopback only; choose another name")
+
+    def _on_network(self, network: str) -> Callable[[str], bool]:
+        """Is a container (by name) still there and still on ``network``? Judges allocations."""
+        def alive(container: str) -> bool:
+            if not NAME_RE.fullmatch(container):
+                return False
+            paths = self._paths(container)
+            return paths.config.is_file() and self._meta(paths).get("network") == network
+
+        return alive
+
+    def _release_address(self, container: str, network: str) -> None:
+        from ..network import host_lock
+
+        with host_lock():
+            record = self.net_records.find(network)
+            if record is not None and _lxc_net.release(record, container, self._on_network(network)):
+                self.net_records.save(record)
+
+    def _network(self, record: dict[str, Any], *, detail: bool = False) -> Network:
+        name = str(record["name"])
+        containers = sorted(_lxc_net.live_allocations(record, self._on_network(name)))
+        extra: dict[str, Any] = {"record": str(self.net_records.path(name))}
+        if detail:
+            from .. import netfilter
+
+            bridge = str(record.get("bridge") or "")
+            extra.update(
+                allocations=_lxc_net.live_allocations(record, self._on_network(name)),
+                bridge_present=netfilter.link_exists(bridge),
+                host_rules=[str(r) for r in netfilter.list_rules(name, bridge or None)],
+                isolated_ports=sorted(p for p, iso in netfilter.bridge_ports(bridge).items() if iso),
+            )
+        return _lxc_net.to_network(record, containers, extra)
+
+    def network_create(self, spec: NetworkSpec) -> Network:
+        """Make the bridge (with the gateway address), install the host rules, then write
+        the record; on failure all three are undone."""
+        from .. import netfilter
+        from ..network import host_lock
+
+        if not spec.resolved or spec.bridge is None or spec.gateway is None:
+            raise ValueError(f"network_create needs a resolved spec, got {spec}")
+        self.validate_network_spec(spec)
+        with host_lock():
+            if self.net_records.find(spec.name) is not None:
+                raise Conflict(f"network {spec.name} already exists on lxc",
+                               hint=f"remove it first: cman network rm lxc:{spec.name}")
+            if netfilter.link_exists(spec.bridge):
+                raise Conflict(f"interface {spec.bridge} already exists on this host",
+                               hint="choose another --bridge, or remove that interface")
+            record = _lxc_net.new_record(spec)
+            try:
+                netfilter.create_bridge(spec.bridge, spec.gateway, spec.prefixlen)
+                netfilter.ensure_bridge_rules(spec.name, spec.bridge, icc=spec.icc)
+                self.net_records.save(record)
+            except BaseException:
+                with contextlib.suppress(CmanError, OSError):
+                    self.net_records.delete(spec.name)
+                with contextlib.suppress(CmanError):
+                    netfilter.remove_rules(spec.name, spec.bridge)
+                with contextlib.suppress(CmanError):
+                    netfilter.delete_bridge(spec.bridge)
+                raise
+        return self._network(record, detail=True)
+
+    def networks(self) -> list[Network]:
+        """The networks cman recorded in this LXC path (raw LXC has no others)."""
+        return [self._network(r) for r in self.net_records.all()]
+
+    def network_inspect(self, name: str) -> Network:
+        return self._network(self.net_records.get(name), detail=True)
+
+    def network_remove(self, name: str, *, force: bool = False) -> None:
+        """Refused while containers are on it, unless ``force``: then each one keeps
+        everything but its network (config ``lxc.net.0.type = empty``, veth deleted if it
+        runs). Then the bridge, the host rules and the record (with its allocations) go."""
+        from .. import netfilter
+        from ..network import host_lock
+
+        with host_lock():
+            record = self.net_records.get(name)
+            users = sorted(_lxc_net.live_allocations(record, self._on_network(name)))
+            if users and not force:
+                raise InUse(f"network {name} is in use by container(s) {', '.join(users)}",
+                            hint=f"remove them first, or `cman network rm -f lxc:{name}` to disconnect them")
+            bridge = str(record.get("bridge") or "")
+            for container in users:
+                self._detach(container, name, bridge)
+            if bridge:
+                netfilter.delete_bridge(bridge)
+                netfilter.remove_rules(name, bridge)
+            self.net_records.delete(name)
+
+    def _detach(self, container: str, network: str, bridge: str) -> None:
+        """Take ``container`` off ``network`` for good, keeping the container (under host_lock)."""
+        from .. import netfilter
+
+        paths = self._paths(container)
+        with _lxc_fs.locked(self._lock_path):
+            if not paths.config.is_file():
+                return
+            self._write_config(paths, _lxc_net.detach_config(paths.config.read_text()))
+            (paths.dir / _lxc_net.HOOK_NAME).unlink(missing_ok=True)
+            meta = self._meta(paths)
+            if meta.get("network") == network:
+                meta.update(network=None, ip=None)
+                _lxc_fs.write_json(paths.meta, meta)
+            st, pid = self._info(paths)
+            if st in _RUNNING and pid is not None and bridge:
+                with contextlib.suppress(CmanError):
+                    _lxc_net.delete_link(netfilter.container_port(pid, bridge))

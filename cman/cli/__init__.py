@@ -20,7 +20,9 @@ from ._common import Session
 COMMANDS = {
     **dict.fromkeys(("run", "create", "ps", "start", "stop", "restart", "rm", "exec", "logs", "inspect"), "containers"),
     **dict.fromkeys(("pull", "images", "image"), "images"),
+    "network": "network",
     "engine": "engine",
+    **dict.fromkeys(("stats", "top", "monitor"), "stats"),
 }
 """Top-level command -> the module that defines it. Only that module is loaded and
 turned into click commands for a run (~60 ms saved on every call); --help and

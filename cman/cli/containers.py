@@ -18,6 +18,12 @@ from .images import pull_progress_printer
 PASSTHROUGH = {"allow_interspersed_args": False}
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+NetworkOpt = Annotated[str | None, typer.Option("--network", help="Join this network (see `cman network`).")]
+IpOpt = Annotated[str | None, typer.Option("--ip", help="IPv4 address on --network (default: the engine picks).")]
+DnsOpt = Annotated[list[str] | None, typer.Option("--dns", help="DNS server (repeatable; default: the network's).")]
+DnsSearchOpt = Annotated[
+    list[str] | None, typer.Option("--dns-search", help="DNS search domain (repeatable; default: the network's).")
+]
 Names = Annotated[list[str], typer.Argument(help="NAME or BACKEND:NAME.", show_default=False)]
 
 
@@ -45,6 +51,18 @@ def _spec(
     dns: list[str] | None = None,
     dns_search: list[str] | None = None,
 ) -> ContainerSpec:
+    if network is not None or ip is not None or dns or dns_search:
+        from ..errors import InvalidValue
+        from ..network import check_dns_servers, check_network_name, check_search_domains, parse_host_address
+
+        if network is not None:
+            check_network_name(network)
+        if ip is not None:
+            if network is None:
+                raise InvalidValue("--ip", ip, "needs --network")
+            ip = str(parse_host_address(ip, None, "--ip"))
+        dns = list(check_dns_servers(dns or ()))
+        dns_search = list(check_search_domains(dns_search or ()))
     return ContainerSpec(
         image=image,
         name=name,
@@ -89,13 +107,18 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         label: Annotated[list[str] | None, typer.Option("--label", "-l", help="Label K=V (repeatable).")] = None,
         cpus: Annotated[str | None, typer.Option("--cpus", help="CPU limit, e.g. 0.5.")] = None,
         memory: Annotated[str | None, typer.Option("--memory", "-m", help="Memory limit, e.g. 512m.")] = None,
+        network: NetworkOpt = None,
+        ip: IpOpt = None,
+        dns: DnsOpt = None,
+        dns_search: DnsSearchOpt = None,
     ) -> None:
         """Create and start a container; the command's exit code becomes cman's."""
         from .. import lifecycle
 
         s = session(ctx)
         try:
-            spec = _spec(image, command, name, env, label, cpus, memory, interactive, tty)
+            spec = _spec(image, command, name, env, label, cpus, memory, interactive, tty,
+                         network, ip, dns, dns_search)
             backend = s.backend()
             if spec.name:
                 backend.validate_name(spec.name)
@@ -129,12 +152,16 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         label: Annotated[list[str] | None, typer.Option("--label", "-l")] = None,
         cpus: Annotated[str | None, typer.Option("--cpus")] = None,
         memory: Annotated[str | None, typer.Option("--memory", "-m")] = None,
+        network: NetworkOpt = None,
+        ip: IpOpt = None,
+        dns: DnsOpt = None,
+        dns_search: DnsSearchOpt = None,
     ) -> None:
         """Create a container without starting it; print its ID."""
         from .. import lifecycle
 
         s = session(ctx)
-        spec = _spec(image, command, name, env, label, cpus, memory, interactive, tty)
+        spec = _spec(image, command, name, env, label, cpus, memory, interactive, tty, network, ip, dns, dns_search)
         backend = s.backend()
         if spec.name:
             backend.validate_name(spec.name)

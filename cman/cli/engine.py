@@ -50,5 +50,9 @@ def register(app: typer.Typer, only: str | None = None) -> None:
             [[str(f), *("yes" if f in c.capabilities else "no" for c in classes.values())] for f in Feature],
         )
 
+    from .engine_configure import register as register_configure
+
+    register_configure(engine_app)
+
     if only in (None, "engine"):
         app.add_typer(engine_app, name="engine")

@@ -35,9 +35,9 @@ def test_image_import_missing_file() -> None:
 @pytest.mark.parametrize("args", [("--help",), ("--version",), ("engine", "--help")])
 def test_start_up_imports_no_engine_sdk(args: tuple[str, ...]) -> None:
     code = (
-        "import sys; from cman.cli import main; main(%r); "
+        f"import sys; from cman.cli import main; main({list(args)!r}); "
         "print(json.dumps(sorted(m for m in ('docker', 'pylxd', 'requests', 'tenacity', 'rich') if m in sys.modules)))"
-    ) % (list(args),)
+    )
     proc = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []

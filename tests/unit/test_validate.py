@@ -50,7 +50,7 @@ def test_parse_env() -> None:
 
 @pytest.mark.parametrize("pair", ["NOEQUALS", "=value", "1BAD=x", "BAD KEY=x"])
 def test_parse_env_rejects(pair: str) -> None:
-    with pytest.raises(InvalidValue, match="KEY=VALUE|bad key"):
+    with pytest.raises(InvalidValue, match=r"KEY=VALUE|bad key"):
         parse_env([pair])
 
 

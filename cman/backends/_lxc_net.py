@@ -1,0 +1,349 @@
+"""Networks of the raw LXC backend: cman's records, the bridge, addresses, and what a container gets.
+
+Raw LXC has no network object, so cman keeps one per network of an LXC path:
+
+- **The record** ``LXCPATH/.cman-networks/NAME.json``: the resolved spec (subnet, gateway,
+  bridge, dns, dns_search, icc), ``managed``, an ID, the creation time and
+  ``allocations`` (container name -> IPv4 address). It is written atomically and changed
+  only under :func:`cman.network.host_lock`, so two cman processes never hand out one
+  address twice. An allocation whose container no longer exists (destroyed outside
+  cman, or an ephemeral ``--rm`` container that LXC destroyed itself) is dropped the
+  next time the record changes.
+- **The bridge** is cman's own (:func:`cman.netfilter.create_bridge`, with the gateway
+  address), and :func:`cman.netfilter.ensure_bridge_rules` keeps forwarding between its
+  ports working next to Docker's FORWARD DROP (DROP instead for a no-ICC network).
+  Both come back when a container on the network starts and the bridge is missing
+  (the host rebooted).
+- **A container** joined to a network gets one veth (see :func:`veth_entries`) with the
+  address cman allocated: the first free host of the subnet that is not the gateway,
+  or ``--ip`` once :func:`cman.network.check_container_ip` accepted it and no other
+  container holds it.
+- **No ICC.** LXC runs :data:`ISOLATE_HOOK` (``lxc.net.0.script.up``) on the host once
+  the container's veth is on the bridge and before the container starts, so the port is
+  isolated from the first frame, also when the container is started by hand
+  with ``lxc-start``; cman then checks it with :func:`cman.netfilter.isolate_container`
+  after every start through cman. Port isolation blocks layer 2 (ARP), the DROP rule
+  layer 3.
+- **DNS** goes into the rootfs's ``/etc/resolv.conf`` (:func:`write_resolv_conf`, which
+  never follows a symlink out of the rootfs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import Conflict, EngineError, InvalidName, NetworkNotFound
+from . import _lxc_fs, _proc
+
+if TYPE_CHECKING:
+    from ..network import Network, NetworkSpec
+
+RECORDS_DIR = ".cman-networks"
+"""Inside the LXC path; dot-named, so neither cman nor lxc-ls takes it for a container."""
+HOOK_NAME = "cman-isolate-port"
+"""The no-ICC hook script, in the container's directory."""
+RESERVED_NAMES = frozenset({"none"})
+"""``--network none``: loopback only, as without --network."""
+_UNSAFE = re.compile(r"[^A-Za-z0-9_./+-]")
+
+ISOLATE_HOOK = """\
+#!/bin/sh
+# Written by cman: this container is on a no-ICC network. LXC runs this on the host
+# once the container's veth is on the bridge, before the container starts, with the
+# arguments NAME net up veth BRIDGE HOST_VETH. An isolated bridge port exchanges no
+# frames (not even ARP) with the other isolated ports; the gateway stays reachable.
+PATH=/usr/sbin:/sbin:/usr/bin:/bin
+if [ "$4" != veth ] || [ -z "$6" ]; then
+    echo "cman: unexpected hook arguments: $*" >&2
+    exit 1
+fi
+exec bridge link set dev "$6" isolated on
+"""
+
+
+# -- records ----------------------------------------------------------------------------------
+
+
+class Records:
+    """The network records of one LXC path. Reads need no lock; changes need host_lock."""
+
+    def __init__(self, lxcpath: str) -> None:
+        self.dir = Path(lxcpath) / RECORDS_DIR
+
+    def path(self, name: str) -> Path:
+        from ..network import check_network_name
+
+        check_network_name(name)  # a record's name is a file name: never a path
+        return self.dir / f"{name}.json"
+
+    def get(self, name: str) -> dict[str, Any]:
+        """The record of network ``name``; NetworkNotFound when there is none (or the name is invalid)."""
+        try:
+            path = self.path(name)
+        except InvalidName:
+            raise NetworkNotFound(name, "lxc") from None
+        record = _lxc_fs.read_json(path)
+        if record is None or record.get("name") != name:
+            raise NetworkNotFound(name, "lxc")
+        return record
+
+    def find(self, name: str) -> dict[str, Any] | None:
+        with contextlib.suppress(NetworkNotFound):
+            return self.get(name)
+        return None
+
+    def all(self) -> list[dict[str, Any]]:
+        try:
+            entries = sorted(self.dir.iterdir())
+        except FileNotFoundError:
+            return []
+        out = []
+        for entry in entries:
+            if entry.suffix == ".json" and not entry.name.startswith("."):
+                record = _lxc_fs.read_json(entry)
+                if record is not None and record.get("name") == entry.stem:
+                    out.append(record)
+        return out
+
+    def save(self, record: dict[str, Any]) -> None:
+        """Write ``record`` atomically (call under host_lock)."""
+        path = self.path(str(record["name"]))
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _lxc_fs.write_json(path, record)
+
+    def delete(self, name: str) -> None:
+        self.path(name).unlink(missing_ok=True)
+
+
+def new_record(spec: NetworkSpec) -> dict[str, Any]:
+    """The record of a freshly created network (a resolved spec)."""
+    return {
+        "managed": True,
+        "id": secrets.token_hex(32),
+        "name": spec.name,
+        "subnet": spec.subnet,
+        "gateway": spec.gateway,
+        "bridge": spec.bridge,
+        "dns": list(spec.dns),
+        "dns_search": list(spec.dns_search),
+        "icc": spec.icc,
+        "labels": spec.labels(),
+        "created": datetime.now(UTC).isoformat(),
+        "allocations": {},
+    }
+
+
+def to_network(record: Mapping[str, Any], containers: Sequence[str] = (),
+               extra: Mapping[str, Any] | None = None) -> Network:
+    from ..network import Network
+
+    created = None
+    with contextlib.suppress(TypeError, ValueError):
+        created = datetime.fromisoformat(str(record.get("created")))
+    return Network(
+        backend="lxc",
+        name=str(record["name"]),
+        id=str(record.get("id") or ""),
+        bridge=record.get("bridge"),
+        subnet=record.get("subnet"),
+        gateway=record.get("gateway"),
+        dns=tuple(record.get("dns") or ()),
+        dns_search=tuple(record.get("dns_search") or ()),
+        icc=bool(record.get("icc", True)),
+        containers=tuple(containers),
+        managed=bool(record.get("managed")),
+        created=created,
+        extra=dict(extra or {}),
+    )
+
+
+# -- addresses --------------------------------------------------------------------------------
+
+
+def live_allocations(record: Mapping[str, Any], alive: Callable[[str], bool]) -> dict[str, str]:
+    """The record's allocations whose container still exists and is still on this network."""
+    allocations = record.get("allocations") or {}
+    return {str(c): str(ip) for c, ip in sorted(allocations.items()) if alive(str(c))}
+
+
+def allocate(record: dict[str, Any], container: str, requested: str | None,
+             alive: Callable[[str], bool]) -> str:
+    """Give ``container`` an address on the network and record it in ``record`` (not saved).
+
+    ``requested`` (``--ip``, already checked with check_container_ip) must be free;
+    otherwise the first free host of the subnet that is not the gateway is taken.
+    Stale allocations (``alive`` says their container is gone) are dropped first.
+    Raises Conflict when the address is taken or the subnet is full.
+    """
+    import ipaddress
+
+    allocations = live_allocations(record, alive)
+    allocations.pop(container, None)  # an earlier container of that name is gone
+    holders = {ip: c for c, ip in allocations.items()}
+    name, subnet = record["name"], ipaddress.IPv4Network(record["subnet"])
+    if requested is not None:
+        address = str(ipaddress.IPv4Address(requested))
+        if address in holders:
+            raise Conflict(f"address {address} on network {name} is in use by container {holders[address]}",
+                           hint="choose another --ip, or leave --ip out and cman picks a free one")
+    else:
+        gateway = record.get("gateway")
+        address = next((str(h) for h in subnet.hosts() if str(h) != gateway and str(h) not in holders), "")
+        if not address:
+            raise Conflict(f"network {name} has no free address left in {subnet}",
+                           hint="remove containers from it, or use a network with a larger subnet")
+    allocations[container] = address
+    record["allocations"] = allocations
+    return address
+
+
+def release(record: dict[str, Any], container: str, alive: Callable[[str], bool]) -> bool:
+    """Drop ``container``'s allocation (and stale ones); True when the record changed."""
+    before = dict(record.get("allocations") or {})
+    allocations = live_allocations(record, alive)
+    allocations.pop(container, None)
+    record["allocations"] = allocations
+    return allocations != before
+
+
+# -- container config --------------------------------------------------------------------------
+
+
+def hook_value(hook: Path) -> str:
+    """``lxc.net.0.script.up`` for the script at ``hook``.
+
+    LXC drops quotes around a config value and runs ``sh -c "exec VALUE ARGS..."``, so
+    quoting does not survive (seen on LXC 5.0): every character outside a safe set is
+    escaped with a backslash instead, which an LXC path with spaces needs.
+    """
+    return _UNSAFE.sub(r"\\\g<0>", str(hook))
+
+
+def new_hwaddr() -> str:
+    """A MAC address for a container's eth0 in the prefix LXC's templates use (00:16:3e).
+
+    Fixed at create, so a restarted container keeps it and its peers' ARP caches stay right.
+    """
+    return "00:16:3e:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+
+
+def veth_entries(network: str, bridge: str, address: str, prefixlen: int, gateway: str | None,
+                 hook: Path | None, hwaddr: str | None = None) -> list[tuple[str, str] | str]:
+    """The config entries of a container's one veth on ``bridge`` (values checked by render_config)."""
+    entries: list[tuple[str, str] | str] = [
+        f"network {network}: a veth on bridge {bridge}, address allocated by cman",
+        ("lxc.net.0.type", "veth"),
+        ("lxc.net.0.link", bridge),
+        ("lxc.net.0.flags", "up"),
+        ("lxc.net.0.name", "eth0"),
+    ]
+    if hwaddr:
+        entries.append(("lxc.net.0.hwaddr", hwaddr))
+    entries.append(("lxc.net.0.ipv4.address", f"{address}/{prefixlen}"))
+    if gateway:
+        entries.append(("lxc.net.0.ipv4.gateway", gateway))
+    if hook is not None:
+        entries += [f"no ICC on {network}: isolate the bridge port before the container starts",
+                    ("lxc.net.0.script.up", hook_value(hook))]
+    return entries
+
+
+EMPTY_NETWORK: list[tuple[str, str] | str] = ["network: loopback only", ("lxc.net.0.type", "empty")]
+
+
+def detach_config(text: str) -> str:
+    """Config text with every ``lxc.net.*`` entry (and cman's comments on them) replaced by
+    ``lxc.net.0.type = empty``: the container keeps everything but its network."""
+    out: list[str] = []
+    placed = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        key = stripped.partition("=")[0].strip()
+        is_net = key.startswith("lxc.net.") or key == "lxc.net"
+        is_net_comment = stripped.startswith(("# network", "# no ICC on "))
+        if is_net or is_net_comment:
+            if not placed:
+                out += ["# network: loopback only (detached by cman network rm -f)", "lxc.net.0.type = empty"]
+                placed = True
+            continue
+        out.append(line)
+    if not placed:
+        out.append("lxc.net.0.type = empty")
+    return "\n".join(out) + "\n"
+
+
+def write_hook(path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(ISOLATE_HOOK)
+    tmp.chmod(0o755)
+    os.replace(tmp, path)
+
+
+# -- resolv.conf ------------------------------------------------------------------------------
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@contextlib.contextmanager
+def _dirfd(name: str | Path, *, at: int | None = None, create: bool = False) -> Iterator[int]:
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=at)
+    except FileNotFoundError:
+        if not create:
+            raise
+        os.mkdir(name, 0o755, dir_fd=at)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=at)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def write_resolv_conf(rootfs: Path, text: str) -> None:
+    """Write ``rootfs/etc/resolv.conf`` without following a symlink anywhere on the way.
+
+    An image may ship ``/etc/resolv.conf`` (or ``/etc``) as a symlink, often to an
+    absolute path that on the host is the host's own file: the link itself is
+    replaced by a regular file, and a symlinked ``/etc`` is refused.
+    """
+    try:
+        with _dirfd(rootfs) as root, _dirfd("etc", at=root, create=True) as etc:
+            tmp = f".resolv.conf.cman-{os.getpid()}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                         dir_fd=etc)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+                    os.fchmod(fh.fileno(), 0o644)
+                os.replace(tmp, "resolv.conf", src_dir_fd=etc, dst_dir_fd=etc)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=etc)
+                raise
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise EngineError(f"lxc: cannot write /etc/resolv.conf into {rootfs}: /etc in the image is not a "
+                              "directory (a symlink?)", hint="use an image with a real /etc") from err
+        raise EngineError(f"lxc: cannot write /etc/resolv.conf into {rootfs}: {err.strerror}") from err
+
+
+# -- host side --------------------------------------------------------------------------------
+
+
+def delete_link(name: str) -> bool:
+    """Delete a host interface (a container's veth: its peer goes with it); True when it was there."""
+    from .. import netfilter
+
+    if not netfilter.link_exists(name):
+        return False
+    proc = _proc.run(["ip", "link", "delete", "dev", name], timeout=30, check=False, backend="host")
+    return proc.returncode == 0

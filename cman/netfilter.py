@@ -1,0 +1,244 @@
+"""Host-side enforcement of cman networks, shared by every backend.
+
+Three tools, all through the one subprocess gateway (:mod:`cman.backends._proc`):
+
+- **Forwarding rules in DOCKER-USER.** Docker sets the FORWARD policy to DROP, and
+  with ``br_netfilter`` loaded that also drops traffic *between ports of any other
+  bridge* (LXD, LXC). :func:`ensure_bridge_rules` inserts ``-i BR -o BR -j ACCEPT``
+  (or ``DROP`` for a no-ICC network) into DOCKER-USER, idempotently, tagged with
+  the comment ``cman:<network>`` so :func:`list_rules` and :func:`remove_rules` find
+  exactly cman's rules. The chain is created when missing: Docker keeps an existing
+  DOCKER-USER when it starts later, so the rule is in place before it is needed.
+  Docker's own networks need no rule (Docker writes theirs itself), and must not
+  get one: an ACCEPT in DOCKER-USER would override Docker's ICC DROP.
+- **Bridge port isolation** (layer 2 no-ICC). ``bridge link set dev VETH isolated on``:
+  isolated ports of a bridge cannot exchange frames with each other (not even ARP),
+  while the bridge itself, the gateway, stays reachable. :func:`isolate_container`
+  finds a running container's host veth on a given bridge from its init PID (the
+  peer index of the interfaces in its network namespace) and isolates it. Backends
+  call it after a container's network is up (Docker: after start, because Docker's
+  ``enable_icc=false`` blocks IP only; LXD: because its ``security.port_isolation``
+  does not take effect on 5.0; LXC: after ``lxc-start``).
+- **Bridges** for backends that make their own (LXC): :func:`create_bridge`,
+  :func:`delete_bridge`, :func:`link_exists`.
+
+Rules and isolation hold until the interface goes: a veth re-created by the engine
+(a container restarted outside cman) comes back without isolation.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .backends import _proc
+from .errors import EngineError, EngineUnavailable
+
+CHAIN = "DOCKER-USER"
+TAG_PREFIX = "cman:"
+_WAIT = ("-w", "10")
+"""Wait up to 10 s for the xtables lock (dockerd takes it too)."""
+
+
+def tag(network: str) -> str:
+    """The comment that marks a rule as installed by cman for ``network``."""
+    return f"{TAG_PREFIX}{network}"
+
+
+def _need(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise EngineUnavailable("host", f"`{tool}` is not installed", f"apt-get install {package}")
+    return tool
+
+
+def _run(argv: Sequence[str], *, check: bool = True) -> _proc.Completed:
+    return _proc.run(argv, timeout=30, check=check, backend="host")
+
+
+# -- iptables -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of :data:`CHAIN`, as ``iptables -S`` prints it after ``-A CHAIN``."""
+
+    args: tuple[str, ...]
+
+    @property
+    def comment(self) -> str | None:
+        for i, arg in enumerate(self.args[:-1]):
+            if arg == "--comment":
+                return self.args[i + 1]
+        return None
+
+    def option(self, name: str) -> str | None:
+        for i, arg in enumerate(self.args[:-1]):
+            if arg == name:
+                return self.args[i + 1]
+        return None
+
+    def __str__(self) -> str:
+        return shlex.join(["-A", CHAIN, *self.args])
+
+
+def bridge_rule(network: str, bridge: str, *, icc: bool = True) -> Rule:
+    """The forwarding rule for traffic between ports of ``bridge``: ACCEPT, or DROP without ICC."""
+    return Rule(("-i", bridge, "-o", bridge, "-m", "comment", "--comment", tag(network),
+                 "-j", "ACCEPT" if icc else "DROP"))
+
+
+def parse_rules(text: str) -> list[Rule]:
+    """``iptables -S CHAIN`` output -> the chain's rules (``-N``/``-P`` lines skipped)."""
+    out: list[Rule] = []
+    for line in text.splitlines():
+        parts = shlex.split(line)
+        if len(parts) >= 2 and parts[0] == "-A" and parts[1] == CHAIN:
+            out.append(Rule(tuple(parts[2:])))
+    return out
+
+
+def _chain_rules() -> list[Rule] | None:
+    """The chain's rules, or None when iptables or the chain is missing."""
+    if shutil.which("iptables") is None:
+        return None
+    proc = _run(["iptables", *_WAIT, "-S", CHAIN], check=False)
+    if proc.returncode != 0:
+        return None
+    return parse_rules(proc.stdout)
+
+
+def list_rules(network: str, bridge: str | None = None) -> list[Rule]:
+    """cman's rules for ``network`` (optionally only those on ``bridge``)."""
+    return [
+        r for r in _chain_rules() or []
+        if r.comment == tag(network) and (bridge is None or r.option("-i") == bridge)
+    ]
+
+
+def ensure_bridge_rules(network: str, bridge: str, *, icc: bool = True) -> list[Rule]:
+    """Make sure the forwarding rule for ``bridge`` is in DOCKER-USER; returns cman's rules for it.
+
+    Idempotent: an identical rule is not added twice. A rule of the other verdict
+    left from an earlier spec of the same network is removed. Call it under
+    :func:`cman.network.host_lock` (``create_network`` does).
+    """
+    _need("iptables", "iptables")
+    want = bridge_rule(network, bridge, icc=icc)
+    if _run(["iptables", *_WAIT, "-n", "-L", CHAIN], check=False).returncode != 0:
+        _run(["iptables", *_WAIT, "-N", CHAIN])
+    for old in list_rules(network, bridge):
+        if old != want:
+            _run(["iptables", *_WAIT, "-D", CHAIN, *old.args])
+    if _run(["iptables", *_WAIT, "-C", CHAIN, *want.args], check=False).returncode != 0:
+        _run(["iptables", *_WAIT, "-I", CHAIN, "1", *want.args])
+    return list_rules(network, bridge)
+
+
+def remove_rules(network: str, bridge: str | None = None) -> list[Rule]:
+    """Delete every rule tagged for ``network`` (on ``bridge`` when given); returns what went."""
+    removed: list[Rule] = []
+    for rule in list_rules(network, bridge):
+        proc = _run(["iptables", *_WAIT, "-D", CHAIN, *rule.args], check=False)
+        if proc.returncode == 0:
+            removed.append(rule)
+    return removed
+
+
+# -- links and bridges ----------------------------------------------------------------------------
+
+
+def _links(*args: str, netns_pid: int | None = None) -> list[dict[str, Any]]:
+    argv = ["ip", "-j", "-d", "link", "show", *args]
+    if netns_pid is not None:
+        argv = [_need("nsenter", "util-linux"), "-t", str(netns_pid), "-n", *argv]
+    _need("ip", "iproute2")
+    proc = _run(argv, check=False)
+    if proc.returncode != 0:
+        if netns_pid is not None:
+            raise EngineError(f"cannot read the interfaces of process {netns_pid}: {proc.stderr.strip()}")
+        return []
+    data = json.loads(proc.stdout or "[]")
+    return data if isinstance(data, list) else []
+
+
+def link_exists(name: str) -> bool:
+    """Is there a host interface called ``name``? (/sys/class/net, no subprocess)."""
+    if not name or "/" in name or name in (".", ".."):
+        return False
+    return Path("/sys/class/net", name).exists()
+
+
+def create_bridge(name: str, gateway: str, prefixlen: int) -> None:
+    """Create bridge ``name`` with ``gateway/prefixlen`` and bring it up (idempotent)."""
+    _need("ip", "iproute2")
+    if not link_exists(name):
+        _run(["ip", "link", "add", "name", name, "type", "bridge"])
+    address = f"{gateway}/{prefixlen}"
+    have = _run(["ip", "-j", "-4", "addr", "show", "dev", name]).stdout
+    present = any(
+        f"{a.get('local')}/{a.get('prefixlen')}" == address
+        for link in json.loads(have or "[]") for a in link.get("addr_info") or []
+    )
+    if not present:
+        _run(["ip", "addr", "add", address, "dev", name])
+    _run(["ip", "link", "set", "dev", name, "up"])
+
+
+def delete_bridge(name: str) -> bool:
+    """Delete interface ``name`` when it exists; True when it was there."""
+    if not link_exists(name):
+        return False
+    _run(["ip", "link", "delete", "dev", name])
+    return True
+
+
+# -- port isolation -------------------------------------------------------------------------------
+
+
+def bridge_ports(bridge: str) -> dict[str, bool]:
+    """The ports of ``bridge`` -> whether each is isolated."""
+    if not link_exists(bridge):
+        return {}
+    _need("bridge", "iproute2")
+    # `bridge link show master BR` ignores the filter on iproute2 6.1: filter here.
+    proc = _run(["bridge", "-j", "-d", "link", "show"], check=False)
+    if proc.returncode != 0:
+        return {}
+    return {
+        str(p["ifname"]): bool(p.get("isolated"))
+        for p in json.loads(proc.stdout or "[]")
+        if p.get("ifname") and p.get("master") == bridge
+    }
+
+
+def set_port_isolation(port: str, isolated: bool = True) -> None:
+    """``bridge link set dev PORT isolated on|off``."""
+    _need("bridge", "iproute2")
+    _run(["bridge", "link", "set", "dev", port, "isolated", "on" if isolated else "off"])
+
+
+def container_port(pid: int, bridge: str) -> str:
+    """The host-side veth, on ``bridge``, of the container whose init process is ``pid``.
+
+    Inside the container's network namespace each veth reports its peer's ifindex
+    (``link_index``); the host interface with that index and ``bridge`` as master is
+    the port. Raises EngineError when the container has no interface on the bridge.
+    """
+    peers = {int(link["link_index"]) for link in _links(netns_pid=pid) if "link_index" in link}
+    for link in _links("master", bridge):
+        if int(link.get("ifindex", -1)) in peers:
+            return str(link["ifname"])
+    raise EngineError(f"the container with init pid {pid} has no interface on bridge {bridge}")
+
+
+def isolate_container(pid: int, bridge: str) -> str:
+    """Turn on port isolation for the container's veth on ``bridge``; returns the veth's name."""
+    port = container_port(pid, bridge)
+    set_port_isolation(port, True)
+    return port
