@@ -1,61 +1,88 @@
 #!/usr/bin/env bash
-# bridge-setup.sh - a cman network end to end: create a bridge network with a fixed
-# subnet, DNS settings and no inter-container traffic (--no-icc), run two containers
-# on it, show what they can reach, then remove everything (also on Ctrl-C or error).
+# bridge-setup.sh - a bridge set-up script written with cman. On each backend it creates an
+# isolated network (fixed subnet, DNS settings, no inter-container traffic), starts two
+# containers on it, shows their addresses and what they can reach, then removes everything
+# (also on Ctrl-C or error).
 #
-#   BACKEND=docker IMAGE=local/busybox SUBNET=10.203.200.0/24 examples/bridge-setup.sh
+#   examples/bridge-setup.sh                    # every reachable backend
+#   BACKENDS="docker lxc" examples/bridge-setup.sh
 #
-# Only the containers, their bridge and the host are contacted. The DNS servers are
-# documentation addresses: they show up in resolv.conf, no query is sent to them.
+# Run it after the README's set-up (bash scripts/demo.sh). Only the containers, their
+# bridges and the host are contacted. The DNS server is a documentation address: it shows
+# up in resolv.conf, no query is sent to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BACKEND=${BACKEND:-docker}
-IMAGE=${IMAGE:-local/busybox}
-SUBNET=${SUBNET:-10.203.200.0/24}
-NET=${NET:-cmandemo-$$}
-CMAN=(python3 -m cman --backend "$BACKEND")
-prefix=${SUBNET%.*}                 # 10.203.200
-A=$NET-a B=$NET-b
+if [[ -n ${CMAN:-} ]]; then read -r -a CMAN_CMD <<<"$CMAN"
+elif [[ -x .venv/bin/cman ]]; then CMAN_CMD=(.venv/bin/cman)
+else CMAN_CMD=(cman); fi
+ROOTFS=${ROOTFS:-/var/lib/cman/images/busybox-rootfs.tar.gz}
+TAG=cmandemo-$$
+if [[ -z ${BACKENDS:-} ]]; then
+    BACKENDS=$("${CMAN_CMD[@]}" engine status --json | python3 -c \
+        'import json,sys; print(" ".join(e["backend"] for e in json.load(sys.stdin) if e["reachable"]))' || true)
+fi
 
+CLEANUP=()
 cleanup() {
-    "${CMAN[@]}" rm -f "$A" "$B" >/dev/null 2>&1 || true
-    "${CMAN[@]}" network rm -f "$NET" >/dev/null 2>&1 || true
+    local i
+    for ((i=${#CLEANUP[@]}-1; i>=0; i--)); do eval "${CLEANUP[i]}" >/dev/null 2>&1 || true; done
 }
 trap cleanup EXIT
+later() { CLEANUP+=("$(printf '%q ' "$@")"); }   # undo steps, run in reverse at exit
 
 step() { printf '\n== %s\n' "$*"; }
-reach() {  # reach FROM ADDR: ping (IP) and arping (layer 2), printed as yes/no
+reach() {  # reach BACKEND FROM ADDR: ping (IP) and arping (layer 2), printed as yes/no
     local ip l2
-    "${CMAN[@]}" exec "$1" ping -c 1 -W 2 "$2" >/dev/null 2>&1 && ip=yes || ip=no
-    "${CMAN[@]}" exec "$1" arping -c 1 -w 2 -I eth0 "$2" >/dev/null 2>&1 && l2=yes || l2=no
-    printf '  %-22s -> %-15s ping: %-3s  arping: %s\n' "$1" "$2" "$ip" "$l2"
+    "${CMAN_CMD[@]}" --backend "$1" exec "$2" ping -c 1 -W 2 "$3" >/dev/null 2>&1 && ip=yes || ip=no
+    "${CMAN_CMD[@]}" --backend "$1" exec "$2" arping -c 1 -w 2 -I eth0 "$3" >/dev/null 2>&1 && l2=yes || l2=no
+    printf '  %-26s -> %-13s ping: %-3s  arping: %s\n' "$2" "$3" "$ip" "$l2"
 }
 
-step "create $BACKEND:$NET ($SUBNET, no ICC); a second create with the same spec changes nothing"
-"${CMAN[@]}" network create "$NET" --subnet "$SUBNET" --no-icc \
-    --dns 192.0.2.53 --dns-search demo.test
-"${CMAN[@]}" network create "$NET" --subnet "$SUBNET" --no-icc \
-    --dns 192.0.2.53 --dns-search demo.test
+n=0
+for backend in $BACKENDS; do
+    c=("${CMAN_CMD[@]}" --backend "$backend")
+    net=$TAG-$backend; net=${net:0:15}
+    subnet=10.203.$((200 + n)).0/24; prefix=10.203.$((200 + n)); n=$((n + 1))
+    a=$TAG-$backend-a b=$TAG-$backend-b
 
-step "a different spec under the same name is refused, with the difference"
-"${CMAN[@]}" network create "$NET" --subnet "$SUBNET" --icc || true
+    image=local/busybox
+    if [[ $backend != docker ]]; then       # system containers: an image from the rootfs tarball
+        image=$TAG-bb
+        "${c[@]}" image import "$ROOTFS" "$image" >/dev/null
+        later "${c[@]}" image rm --force "$image"
+    fi
 
-step "two containers with fixed addresses"
-"${CMAN[@]}" run -d --name "$A" --network "$NET" --ip "$prefix.10" "$IMAGE" sleep 600 >/dev/null
-"${CMAN[@]}" run -d --name "$B" --network "$NET" --ip "$prefix.11" "$IMAGE" sleep 600 >/dev/null
-"${CMAN[@]}" network inspect "$NET"
+    step "$backend: network $net ($subnet, no ICC); the same create again changes nothing"
+    "${c[@]}" network create "$net" --subnet "$subnet" --no-icc --dns 192.0.2.53 --dns-search demo.test
+    later "${c[@]}" network rm -f "$net"
+    "${c[@]}" network create "$net" --subnet "$subnet" --no-icc --dns 192.0.2.53 --dns-search demo.test
 
-step "what $A reaches: the gateway yes, its peer neither by IP nor at layer 2"
-reach "$A" "$prefix.1"
-reach "$A" "$prefix.11"
+    step "$backend: a different spec under the same name is refused, with the difference"
+    "${c[@]}" network create "$net" --subnet "$subnet" --icc || true
 
-step "resolv.conf inside $A"
-"${CMAN[@]}" exec "$A" cat /etc/resolv.conf
+    step "$backend: two containers, one at a fixed address, one allocated by cman"
+    "${c[@]}" run -d --name "$a" --network "$net" --ip "$prefix.10" "$image" sleep 600 >/dev/null
+    later "${c[@]}" rm -f "$a"
+    "${c[@]}" run -d --name "$b" --network "$net" "$image" sleep 600 >/dev/null
+    later "${c[@]}" rm -f "$b"
+    addr_b=$("${c[@]}" inspect "$b" --json | python3 -c \
+        'import json,sys; print(next(iter(json.load(sys.stdin)[0]["addresses"].values())))')
+    printf '  %s: %s\n  %s: %s\n' "$a" "$prefix.10" "$b" "$addr_b"
 
-step "removing the network is refused while containers use it"
-"${CMAN[@]}" network rm "$NET" || true
+    step "$backend: $a reaches the gateway, not its peer (neither by IP nor at layer 2)"
+    reach "$backend" "$a" "$prefix.1"
+    reach "$backend" "$a" "$addr_b"
+
+    step "$backend: resolv.conf inside $a"
+    "${c[@]}" exec "$a" cat /etc/resolv.conf
+
+    step "$backend: removing the network is refused while containers use it"
+    "${c[@]}" network rm "$net" || true
+    "${c[@]}" network inspect "$net"
+done
 
 step "clean up"
-"${CMAN[@]}" rm -f "$A" "$B"
-"${CMAN[@]}" network rm "$NET"
+cleanup
+CLEANUP=()
+echo "  done: no network, bridge, container or rule of this run is left"

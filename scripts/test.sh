@@ -9,4 +9,4 @@ bash scripts/install.sh
 export CMAN_REQUIRE_ENGINES=1
 .venv/bin/ruff check cman tests benchmarks
 .venv/bin/mypy -p cman
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q --durations=25 "$@"

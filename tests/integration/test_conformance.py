@@ -47,22 +47,17 @@ def _run_detached(eng: Engine, tag: str, *cmd: str, extra: tuple[str, ...] = ())
 # -- images -------------------------------------------------------------------------
 
 
-def test_pull_is_real_and_reports_progress(eng: Engine) -> None:
-    if eng.pull_ref is None:
-        pytest.skip(f"{eng.name}: no image source is reachable here (test_pull_unreachable_source covers pull)")
+def test_pull(eng: Engine) -> None:
+    """A real pull with progress where this machine has a source (the local registry, LXC's
+    busybox template); everywhere, a source that cannot be reached is one clear line, fast."""
     eng.backend.require(Feature.PULL)
-    with contextlib.suppress(CmanError):  # absent already
-        eng.backend.image_remove(eng.pull_ref, force=True)
-    proc = eng.cli("pull", eng.pull_ref)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.strip(), "progress lines on stderr when not a terminal"
-    listed = json.loads(eng.cli("images", "--json").stdout)
-    assert any(eng.pull_ref in img["tags"] or eng.pull_ref.split(":", 1)[-1] in img["tags"] for img in listed) or \
-        eng.backend.image_inspect(eng.pull_ref)
-
-
-def test_pull_unreachable_source(eng: Engine) -> None:
-    """A source that cannot be reached is one clear line, not a hang or a traceback."""
+    if eng.pull_ref is not None:
+        with contextlib.suppress(CmanError):  # absent already
+            eng.backend.image_remove(eng.pull_ref, force=True)
+        proc = eng.cli("pull", eng.pull_ref)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.strip(), "progress lines on stderr when not a terminal"
+        assert eng.backend.image_inspect(eng.pull_ref).id
     assert eng.unreachable_pull_ref
     started = time.monotonic()
     proc = eng.cli("pull", eng.unreachable_pull_ref)
