@@ -276,7 +276,7 @@ class Network(_Jsonable):
     containers: tuple[str, ...] = ()
     """Names of the containers attached (running or not)."""
     managed: bool = False
-    """Made by cman (Docker label / LXD key ``cman.managed``)."""
+    """Made by cman (Docker label ``cman.managed``, LXD key ``user.cman.managed``, LXC record)."""
     created: datetime | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Raw engine data, and ``host_rules`` (iptables rules cman installed for it) and

@@ -3,8 +3,13 @@
 - :class:`UnixTransport`: the local socket through the stdlib (``_http``). Used
   when DOCKER_HOST is unset or ``unix://``: it keeps ``requests`` (imported by
   the docker SDK) off the path of every ``cman run`` and ``cman ps``.
+- :class:`SshTransport`: the same stdlib client over ``ssh HOST docker system
+  dial-stdio`` (one ssh per request, as the docker CLI does), for ssh:// hosts.
+  The docker SDK's ssh transport needs paramiko even when it shells out to ssh,
+  lets ssh's messages through onto the user's terminal, and gives a socket
+  object whose fd is not the connection (select() and shutdown() miss it).
 - :class:`SdkTransport`: the docker SDK's ``APIClient`` session, for tcp:// (with
-  DOCKER_TLS_VERIFY / DOCKER_CERT_PATH) and ssh:// hosts, which the SDK handles.
+  DOCKER_TLS_VERIFY / DOCKER_CERT_PATH), which the SDK handles.
 
 Both speak raw Engine API paths and raise the same three things: ApiError (an
 HTTP status >= 400 with the daemon's message), OSError subclasses (the
@@ -17,9 +22,12 @@ import contextlib
 import json
 import os
 import socket
+import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import IO, Any, Protocol
+from urllib.parse import urlsplit
 
 from . import _http
 
@@ -74,40 +82,141 @@ class UnixTransport:
         self.socket_path = socket_path
         self.endpoint = f"unix://{socket_path}"
 
-    def call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-             body: Any = None, timeout: float | None = 60.0) -> Any:
+    def _request(self, method: str, path: str, **kw: Any) -> _http.Response:
         try:
-            return _http.request(self.socket_path, method, path, params=params, body=body, timeout=timeout).json()
+            return _http.request(self.socket_path, method, path, **kw)
         except _http.HTTPStatusError as err:
             raise ApiError(err.status, err.message) from err
+
+    def call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+             body: Any = None, timeout: float | None = 60.0) -> Any:
+        return self._request(method, path, params=params, body=body, timeout=timeout).json()
 
     @contextlib.contextmanager
     def stream(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                data: IO[bytes] | None = None, content_type: str = "application/json",
                timeout: float | None = None) -> Iterator[Stream]:
-        try:
-            resp = _http.request(self.socket_path, method, path, params=params, data=data,
-                                 content_type=content_type, timeout=timeout)
-        except _http.HTTPStatusError as err:
-            raise ApiError(err.status, err.message) from err
+        resp = self._request(method, path, params=params, data=data, content_type=content_type, timeout=timeout)
         try:
             yield resp.body
         finally:
             resp.close()
 
     def hijack(self, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None) -> socket.socket:
-        try:
-            resp = _http.request(self.socket_path, "POST", path, params=params, body=body, timeout=None, upgrade=True)
-        except _http.HTTPStatusError as err:
-            raise ApiError(err.status, err.message) from err
-        return resp.sock
+        return self._request("POST", path, params=params, body=body, timeout=None, upgrade=True).sock
 
     def close(self) -> None:
         pass
 
 
+SSH_CONNECT_TIMEOUT = 10
+"""Seconds for ssh's TCP connect and handshake (its ConnectTimeout)."""
+
+
+def ssh_argv(host: str) -> list[str]:
+    """The ssh command that connects to the Engine API of DOCKER_HOST=ssh://[user@]host[:port].
+
+    BatchMode: never a password or host-key prompt (there is one ssh per request);
+    keys come from the ssh config or the agent. Everything else comes from the
+    user's ssh config, as for the docker CLI.
+    """
+    try:
+        url = urlsplit(host)
+        port = url.port
+    except ValueError as err:
+        raise ConnectionError(f"invalid DOCKER_HOST {host}: {err}") from None
+    if url.scheme != "ssh" or not url.hostname or url.path not in ("", "/") or url.query or url.password:
+        raise ConnectionError(f"invalid DOCKER_HOST {host}: expected ssh://[user@]host[:port]")
+    argv = ["ssh", "-T", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT}"]
+    if url.username:
+        argv += ["-l", url.username]
+    if port is not None:
+        argv += ["-p", str(port)]
+    return [*argv, "--", url.hostname, "docker", "system", "dial-stdio"]
+
+
+class _SshSocket(socket.socket):
+    """Our end of a socketpair whose other end is ssh's stdin and stdout.
+
+    A real socket: select(), recv() and shutdown(SHUT_WR) (ssh passes the EOF on
+    to the daemon) work as on the local socket. ssh's stderr goes to a temp file
+    and into the error when the connection fails. Closing the socket ends ssh.
+    """
+
+    proc: subprocess.Popen[bytes]
+    errors: IO[bytes]
+
+    @classmethod
+    def spawn(cls, argv: list[str]) -> _SshSocket:
+        ours, theirs = socket.socketpair()
+        sock = cls(fileno=ours.detach())
+        sock.errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed with the socket)
+        try:
+            # Own session: no controlling terminal to prompt on, and the terminal's
+            # Ctrl-C goes to cman (which may still have requests to make), not to ssh.
+            sock.proc = subprocess.Popen(argv, stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=sock.errors,
+                                         start_new_session=True)
+        except OSError as err:
+            sock.errors.close()
+            super(_SshSocket, sock).close()
+            raise ConnectionError(f"cannot run {argv[0]}: {err.strerror or err}") from err
+        finally:
+            theirs.close()
+        return sock
+
+    def failure(self, wait: float) -> str | None:
+        """What ssh said when it ended with an error (waiting up to ``wait`` s for it to end), else None."""
+        try:
+            code = self.proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            return None
+        self.errors.seek(0)
+        said = "; ".join(line.strip() for line in self.errors.read().decode(errors="replace").splitlines() if line.strip())
+        if code == 0 and not said:
+            return None
+        return said[:400] or f"ssh exited with status {code}"
+
+    def close(self) -> None:
+        super().close()
+        if self.proc.poll() is None:
+            try:
+                self.proc.wait(0.5)  # it ends by itself once the daemon has closed the connection
+            except subprocess.TimeoutExpired:
+                self.proc.terminate()
+                self.proc.wait()
+        self.errors.close()
+
+
+class SshTransport(UnixTransport):
+    """DOCKER_HOST=ssh://...: the stdlib client over ``ssh HOST docker system dial-stdio``."""
+
+    def __init__(self, host: str) -> None:
+        self.argv = ssh_argv(host)
+        self.endpoint = host
+
+    def _request(self, method: str, path: str, **kw: Any) -> _http.Response:
+        dialed: list[_SshSocket] = []
+
+        def dial() -> socket.socket:
+            dialed.append(_SshSocket.spawn(self.argv))
+            return dialed[-1]
+
+        try:
+            return _http.request(dial, method, path, **kw)
+        except _http.HTTPStatusError as err:
+            if err.status != 0 or not dialed:
+                raise ApiError(err.status, err.message) from err
+            # No HTTP answer at all: ssh or the remote `docker system dial-stdio` failed.
+            raise ConnectionError(dialed[0].failure(5.0) or "the ssh connection closed without an answer") from err
+        except OSError as err:
+            said = dialed[0].failure(0.2) if dialed else None
+            if said is None:
+                raise
+            raise ConnectionError(said) from err
+
+
 class SdkTransport:
-    """Remote daemons through docker-py's APIClient (a requests Session)."""
+    """tcp:// daemons through docker-py's APIClient (a requests Session)."""
 
     def __init__(self) -> None:
         import docker
@@ -118,7 +227,6 @@ class SdkTransport:
         try:
             self.api = docker.APIClient(
                 version=os.environ.get("DOCKER_API_VERSION", "auto"),
-                use_ssh_client=host.startswith("ssh://"),
                 timeout=120,
                 **kwargs,
             )

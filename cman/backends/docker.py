@@ -1,8 +1,9 @@
 """Docker backend: the Engine API, through the docker SDK or the local socket.
 
 Honours DOCKER_HOST like the docker CLI: tcp:// (with DOCKER_TLS_VERIFY and
-DOCKER_CERT_PATH) and ssh:// go through the docker SDK's APIClient; the local
-unix socket goes through a small stdlib client, because importing the SDK
+DOCKER_CERT_PATH) goes through the docker SDK's APIClient; the local unix
+socket, and ssh:// (``ssh HOST docker system dial-stdio``, as the docker CLI
+does it), go through a small stdlib client, because importing the SDK
 (``requests``) costs more than a whole ``docker run`` (see ``_docker_api``).
 Every call is written once, against raw API paths. Engine errors are
 translated into cman's error family here, in :func:`_boundary`, and nowhere else.
@@ -56,7 +57,7 @@ from ..models import (
 )
 from ..validate import check_name
 from . import _http, _reach
-from ._docker_api import ApiError, SdkTransport, Transport, UnixTransport
+from ._docker_api import ApiError, SdkTransport, SshTransport, Transport, UnixTransport
 from ._retry import idempotent
 from .base import Backend, Feature
 
@@ -281,11 +282,12 @@ class DockerBackend(Backend):
     def api(self) -> Transport:
         if self._transport is None:
             path = _reach.docker_socket()
+            host = os.environ.get("DOCKER_HOST", "")
             if path is not None:
                 self._transport = UnixTransport(path)
             else:
                 with _boundary(action="connect"):
-                    self._transport = SdkTransport()
+                    self._transport = SshTransport(host) if host.startswith("ssh://") else SdkTransport()
         return self._transport
 
     def _call(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None,
@@ -329,7 +331,8 @@ class DockerBackend(Backend):
             return EngineStatus("docker", installed, False, False, endpoint=host,
                                 problem=f"nothing listens at {host}", fix=fix)
         try:
-            transport = SdkTransport()
+            # ssh: ConnectTimeout bounds ssh's connect and handshake, the timeout the answer.
+            transport = SshTransport(host) if host.startswith("ssh://") else SdkTransport()
             version = transport.call("GET", "/version", timeout=10)
             transport.close()
         except (ApiError, OSError) as err:

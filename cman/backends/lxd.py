@@ -49,6 +49,19 @@ makes the daemon copy from a simplestreams server; docker-style short names (``d
 map to those through a table that ``$CMAN_LXD_IMAGE_MAP`` extends (:mod:`._lxd_image`).
 cman itself sends nothing to the image server. LXD images have no layers: ``history`` shows one.
 
+Networks (:mod:`._lxd_net`). ``cman network create`` makes an LXD managed bridge named like
+the network (so the name is an interface name, at most 15 characters) with the gateway
+address, no NAT, no IPv6 and no DHCP, plus cman's DOCKER-USER rule for the bridge
+(:mod:`cman.netfilter`). ``run --network NAME [--ip IP]`` gives the container one NIC ``eth0``
+on it and an address that cman allocates under the host's network lock, pinned with
+``raw.lxc`` so LXC sets address and default route before init on every start; after each
+start or restart through cman (before the job runs) the address is checked (and set with
+``ip`` in the container when missing) and, on a no-ICC network, the new host veth is
+isolated on the bridge (LXD 5.0 ignores ``security.port_isolation``). ``--network none``
+leaves the container with loopback only. DNS settings go into the container's
+``/etc/resolv.conf``. On a remote daemon cman cannot reach the host side: the forwarding
+rule is not installed and no-ICC networks are refused.
+
 Errors from pylxd, requests and LXD's operations are translated into cman's family
 in :func:`_boundary` and nowhere else; daemon messages that carry no status code of
 their own are classified by one table, :data:`API_MESSAGES`.
@@ -81,8 +94,11 @@ from ..errors import (
     ImageNotFound,
     Interrupted,
     InUse,
+    InvalidName,
     InvalidValue,
     NameInUse,
+    NetworkNotFound,
+    Unsupported,
 )
 from ..models import (
     Container,
@@ -97,13 +113,14 @@ from ..models import (
     StdIO,
 )
 from ..validate import check_name
-from . import _http, _reach
+from . import _http, _lxd_net, _reach
 from ._retry import idempotent
 from .base import Backend, Feature
 
 if TYPE_CHECKING:
     import pylxd
 
+    from ..network import Network, NetworkSpec
     from . import _lxd_image, _lxd_ws
 
 _T = TypeVar("_T")
@@ -455,17 +472,24 @@ def _state_of(raw: Mapping[str, Any]) -> State:
 
 
 def _addresses(raw: Mapping[str, Any]) -> dict[str, str]:
+    """Network name -> IPv4 address: what each NIC has now; for a container that does not
+    run, the address cman allocated to it on its cman network (it gets it at start)."""
     state = raw.get("state") or {}
     network = state.get("network") or {}
+    config = raw.get("config") or {}
     out: dict[str, str] = {}
     for dev_name, dev in (raw.get("expanded_devices") or {}).items():
         if dev.get("type") != "nic":
             continue
+        key = str(dev.get("network") or dev.get("parent") or dev_name)
         iface = dev.get("name") or dev_name
         for addr in (network.get(iface) or {}).get("addresses") or []:
             if addr.get("family") == "inet" and addr.get("scope") == "global":
-                out[str(dev.get("network") or dev.get("parent") or dev_name)] = str(addr.get("address"))
+                out[key] = str(addr.get("address"))
                 break
+        if not network and key not in out and config.get(_lxd_net.CFG_NETWORK) == key \
+                and config.get(_lxd_net.CFG_IP):
+            out[key] = str(config[_lxd_net.CFG_IP])
     return out
 
 
@@ -564,6 +588,7 @@ class LxdBackend(Backend):
             Feature.LOGS_FOLLOW,
             Feature.CPU_LIMIT,
             Feature.MEMORY_LIMIT,
+            Feature.NETWORKS,
             Feature.REMOTE,
         }
     )
@@ -976,6 +1001,8 @@ class LxdBackend(Backend):
 
         from pylxd import exceptions as lxd_exc
 
+        from ..network import container_dns, render_resolv_conf
+
         name = spec.name or f"cman-{secrets.token_hex(4)}"
         self.validate_name(name)
         config: dict[str, str] = {
@@ -994,11 +1021,10 @@ class LxdBackend(Backend):
         if spec.memory is not None:
             config["limits.memory"] = str(spec.memory)
         devices: dict[str, dict[str, str]] = {}
-        if spec.network:
-            nic = {"type": "nic", "name": "eth0", "network": spec.network}
-            if spec.ip:
-                nic["ipv4.address"] = spec.ip
-            devices["eth0"] = nic
+        net = self._network_for(spec)
+        if spec.network in _lxd_net.RESERVED_NAMES:
+            devices[_lxd_net.NIC] = {"type": "none"}  # loopback only: masks the profile's NIC
+        servers, search = container_dns(net, spec.dns, spec.dns_search)
         with _boundary(container=name, image=spec.image, action="create"):
             fingerprint = str(self._image_raw(spec.image)["fingerprint"])
             try:
@@ -1014,18 +1040,140 @@ class LxdBackend(Backend):
                 "devices": devices,
                 "ephemeral": spec.auto_remove,
             }
-            self._sync_or_wait(self.client.api.instances.post(json=body))
+            if net is None:
+                self._sync_or_wait(self.client.api.instances.post(json=body))
+            else:
+                net = self._create_on_network(body, net, spec.ip)
             try:
-                if spec.dns or spec.dns_search:
-                    lines = [f"nameserver {d}" for d in spec.dns]
-                    if spec.dns_search:
-                        lines.append("search " + " ".join(spec.dns_search))
-                    self._put_file(name, "/etc/resolv.conf", ("\n".join(lines) + "\n").encode())
-                return _container_from_raw(self._raw(name))
+                raw = self._raw(name)
+                if net is not None:
+                    self._pin_address(name, raw, net)
+                if servers or search:
+                    self._put_file(name, "/etc/resolv.conf", render_resolv_conf(servers, search).encode())
+                return _container_from_raw(self._raw(name) if net is not None else raw)
             except BaseException:
                 with contextlib.suppress(Exception):
                     self._delete(name)
                 raise
+
+    # -- containers on networks (see _lxd_net) ----------------------------------------------
+
+    def _network_for(self, spec: ContainerSpec) -> Network | None:
+        """The network a new container joins, checked against ``--ip``; None without one."""
+        from ..network import check_container_ip
+
+        if spec.network is None or spec.network in _lxd_net.RESERVED_NAMES:
+            if spec.ip is not None:
+                raise InvalidValue("--ip", spec.ip, "needs --network NAME (a network with a subnet)")
+            return None
+        net = self._network(spec.network)
+        if not net.subnet:
+            raise InvalidValue("--network", spec.network, "has no IPv4 subnet for cman to give addresses from")
+        if spec.ip is not None:
+            check_container_ip(net, spec.ip)
+        if not net.icc and self._socket is None:
+            raise Unsupported("lxd", "no-ICC networks on a remote daemon",
+                              "cman isolates each container's bridge port on the daemon's host")
+        return net
+
+    def _create_on_network(self, body: dict[str, Any], net: Network, requested: str | None) -> Network:
+        """Allocate the container's address and create it, under the host's network lock,
+        so that no two cman processes hand out one address. Returns the network as it was then."""
+        from ..network import check_container_ip, host_lock
+
+        with host_lock():
+            fresh = self._network(net.name)  # it may have gone (or changed) meanwhile
+            if requested is not None:
+                check_container_ip(fresh, requested)
+            instances = self.client.api.instances.get(params={"recursion": "2"}).json()["metadata"]
+            taken = _lxd_net.holders(instances, fresh.name, str(fresh.subnet))
+            address = _lxd_net.allocate(fresh.name, str(fresh.subnet), fresh.gateway, taken, requested)
+            body["devices"][_lxd_net.NIC] = _lxd_net.nic_device(fresh)
+            body["config"][_lxd_net.CFG_NETWORK] = fresh.name
+            body["config"][_lxd_net.CFG_IP] = address
+            self._sync_or_wait(self.client.api.instances.post(json=body))
+        return fresh
+
+    def _pin_address(self, ref: str, raw: Mapping[str, Any], net: Network) -> None:
+        """Make the allocated address and the default route static: ``raw.lxc`` lines that
+        LXC applies before init on every start (also a start outside cman)."""
+        config = raw.get("config") or {}
+        expanded = raw.get("expanded_config") or {}
+        index = _lxd_net.nic_index(raw.get("expanded_devices") or {}, _lxd_net.NIC)
+        block = _lxd_net.raw_lxc_block(net.name, index, str(config[_lxd_net.CFG_IP]), str(net.subnet), net.gateway)
+        base = str(config.get(_lxd_net.RAW_LXC) or expanded.get(_lxd_net.RAW_LXC) or "")
+        patch = {"config": {_lxd_net.RAW_LXC: _lxd_net.with_block(base, block)}}
+        self._sync_or_wait(self.client.api.instances[ref].patch(json=patch))
+
+    def _network_up(self, ref: str, raw: Mapping[str, Any]) -> None:
+        """After a (re)start, before the job: the container has its address and default
+        route, the bridge's host rule is in place, and on a no-ICC network its bridge port
+        is isolated. If that cannot be done the container is stopped: it must not run with
+        less than its network promises."""
+        att = _lxd_net.attachment(raw)
+        if att is None or att.ip is None:
+            return
+        try:
+            net = self._network(att.network)
+            self._ensure_address(ref, raw, att, net)
+            if self._socket is not None:
+                self._host_side(raw, att, net)
+        except CmanError as err:
+            with contextlib.suppress(Exception):
+                self._set_state(ref, "stop", force=True)
+            raise EngineError(
+                f"lxd: {ref} was stopped: cannot set up its network {att.network} ({err})",
+                hint="cman needs root and iproute2 (`ip`, `bridge`) on the host, and `ip` in the image",
+            ) from err
+
+    def _ensure_address(self, ref: str, raw: Mapping[str, Any], att: _lxd_net.Attachment, net: Network) -> None:
+        """raw.lxc gave the address at start; if it is missing (raw.lxc edited, another NIC
+        index), set address and default route from outside, with ``ip`` in the container."""
+        import ipaddress
+
+        if att.ip is None or att.ip in _lxd_net.live_addresses(raw, att.iface) or not net.subnet:
+            return
+        subnet = ipaddress.IPv4Network(net.subnet)
+        steps = [
+            ["ip", "link", "set", "dev", att.iface, "up"],
+            ["ip", "addr", "replace", f"{att.ip}/{subnet.prefixlen}", "brd", str(subnet.broadcast_address),
+             "dev", att.iface],
+        ]
+        if net.gateway:
+            steps.append(["ip", "route", "replace", "default", "via", net.gateway, "dev", att.iface])
+        for argv in steps:
+            code, err = self._exec_quiet(ref, argv)
+            if code != 0:
+                raise EngineError(f"`{' '.join(argv)}` in {ref} failed ({code}): {err or 'no message'}")
+
+    def _exec_quiet(self, ref: str, argv: Sequence[str]) -> tuple[int, str]:
+        import io as _io
+
+        out, err = _io.BytesIO(), _io.BytesIO()
+        code = self._exec(ref, argv, StdIO(None, out, err), env=None)
+        return code, err.getvalue().decode(errors="replace").strip()
+
+    def _host_side(self, raw: Mapping[str, Any], att: _lxd_net.Attachment, net: Network) -> None:
+        """The local host's part: the bridge's forwarding rule (gone after a reboot or a
+        flush) and, without ICC, port isolation of the container's new veth."""
+        from .. import netfilter
+        from ..network import host_lock
+
+        if not net.bridge:
+            return
+        if net.managed and not netfilter.list_rules(net.name, net.bridge):
+            with host_lock():
+                netfilter.ensure_bridge_rules(net.name, net.bridge, icc=net.icc)
+        if net.icc:
+            return
+        port = str((raw.get("config") or {}).get(f"volatile.{att.device}.host_name") or "")
+        if port and netfilter.bridge_ports(net.bridge).get(port) is not None:
+            netfilter.set_port_isolation(port, True)
+            return
+        pid = (raw.get("state") or {}).get("pid")
+        if not pid:
+            raise EngineError(f"the container has no init process to find its port on {net.bridge} from")
+        netfilter.isolate_container(int(pid), net.bridge)
 
     def _boot(self, ref: str) -> bool:
         """Start the container unless it runs; True when this call booted it."""
@@ -1039,10 +1187,12 @@ class LxdBackend(Backend):
         return True
 
     def start(self, ref: str) -> None:
-        """Boot the container and start its job detached (see the module docstring)."""
+        """Boot the container, set up its network, and start its job detached (see the module docstring)."""
         with _boundary(container=ref, action="start"):
             if self._boot(ref):
-                command = _command_of(self._raw(ref).get("config") or {})
+                raw = self._raw(ref)
+                self._network_up(ref, raw)
+                command = _command_of(raw.get("config") or {})
                 if command:
                     self._launch_job(ref, command)
 
@@ -1061,8 +1211,11 @@ class LxdBackend(Backend):
         from . import _lxd_ws
 
         with _boundary(container=ref, action="start"):
-            self._boot(ref)
-            command = _command_of(self._raw(ref).get("config") or {})
+            booted = self._boot(ref)
+            raw = self._raw(ref)
+            if booted:
+                self._network_up(ref, raw)
+            command = _command_of(raw.get("config") or {})
         if not command:
             if io.stdin is None:
                 return 0  # a plain system container: booted, left running
@@ -1128,7 +1281,9 @@ class LxdBackend(Backend):
                                     force=timeout <= 0)
                 except OperationFailed:
                     self._set_state(ref, "restart", force=True)
-            command = _command_of(self._raw(ref).get("config") or {})
+            raw = self._raw(ref)
+            self._network_up(ref, raw)  # a new veth: address checked, port isolated again
+            command = _command_of(raw.get("config") or {})
             if command:
                 self._launch_job(ref, command)
 
@@ -1353,6 +1508,138 @@ class LxdBackend(Backend):
             raw = self._raw(ref)
         pid = (raw.get("state") or {}).get("pid")
         return int(pid) if pid and _state_of(raw) in (State.RUNNING, State.PAUSED) else None
+
+    # -- networks (see _lxd_net) ---------------------------------------------------------------
+
+    @classmethod
+    def validate_network_spec(cls, spec: NetworkSpec) -> None:
+        """An LXD network is named like its bridge: the name must be an interface name."""
+        from ..network import check_ifname
+
+        if spec.name in _lxd_net.RESERVED_NAMES:
+            raise InvalidName(f"invalid network name {spec.name!r}",
+                              hint="`--network none` means loopback only; choose another name")
+        try:
+            check_ifname(spec.name, "network name")
+        except InvalidValue as err:
+            raise InvalidName(err.message, hint="on LXD a network is named like its bridge interface") from None
+        if spec.bridge is not None and spec.bridge != spec.name:
+            raise InvalidValue("--bridge", spec.bridge,
+                               f"an LXD network's bridge is named after the network: leave --bridge out or give {spec.name}")
+
+    @classmethod
+    def default_bridge_name(cls, network: str) -> str:
+        return network
+
+    def _network_raw(self, name: str) -> dict[str, Any]:
+        """GET /1.0/networks/NAME of a managed bridge; NetworkNotFound for anything else
+        (LXD also answers for every host interface, unmanaged)."""
+        from pylxd import exceptions as lxd_exc
+
+        from ..network import NAME_RE as NETWORK_NAME_RE
+
+        if not NETWORK_NAME_RE.fullmatch(name or ""):
+            raise NetworkNotFound(name, "lxd")
+        with _boundary(action="network inspect"):
+            try:
+                raw: dict[str, Any] = self.client.api.networks[quote(name, safe="")].get().json()["metadata"]
+            except lxd_exc.NotFound:
+                raise NetworkNotFound(name, "lxd") from None
+        if not _lxd_net.is_bridge(raw):
+            raise NetworkNotFound(name, "lxd")
+        return raw
+
+    def _network(self, name: str, *, detail: bool = False) -> Network:
+        """The network; with ``detail`` also the host rules and isolated ports cman made for it."""
+        raw = self._network_raw(name)
+        extra: dict[str, Any] = {}
+        if detail and self._socket is not None:
+            from .. import netfilter
+
+            extra = {
+                "host_rules": [str(r) for r in netfilter.list_rules(str(raw["name"]))],
+                "isolated_ports": sorted(p for p, iso in netfilter.bridge_ports(str(raw["name"])).items() if iso),
+            }
+        return _lxd_net.to_network(raw, extra)
+
+    def network_create(self, spec: NetworkSpec) -> Network:
+        """A managed LXD bridge (see :mod:`._lxd_net`), then the host rule; on failure both go."""
+        from .. import netfilter
+
+        if not spec.resolved or spec.bridge is None:
+            raise ValueError(f"network_create needs a resolved spec, got {spec}")
+        self.validate_network_spec(spec)
+        local = self._socket is not None
+        if not spec.icc and not local:
+            raise Unsupported("lxd", "no-ICC networks on a remote daemon",
+                              "cman isolates each container's bridge port on the daemon's host")
+        body = {"name": spec.name, "type": "bridge", "description": "made by cman",
+                "config": _lxd_net.network_config(spec)}
+        with _boundary(action=f"network create {spec.name}"):
+            self._sync_or_wait(self.client.api.networks.post(json=body))
+        try:
+            if local:
+                netfilter.ensure_bridge_rules(spec.name, spec.bridge, icc=spec.icc)
+            return self._network(spec.name, detail=True)
+        except BaseException:
+            if local:
+                with contextlib.suppress(CmanError):
+                    netfilter.remove_rules(spec.name, spec.bridge)
+            with contextlib.suppress(Exception), _boundary(action=f"network rm {spec.name}"):
+                self._sync_or_wait(self.client.api.networks[quote(spec.name, safe="")].delete())
+            raise
+
+    @idempotent(_is_transient)
+    def networks(self) -> list[Network]:
+        """LXD's managed bridges (cman's and others such as lxdbr0)."""
+        with _boundary(action="list networks"):
+            raw = self.client.api.networks.get(params={"recursion": "1"}).json()["metadata"]
+        return sorted((_lxd_net.to_network(r) for r in raw if _lxd_net.is_bridge(r)), key=lambda n: n.name)
+
+    @idempotent(_is_transient)
+    def network_inspect(self, name: str) -> Network:
+        return self._network(name, detail=True)
+
+    def network_remove(self, name: str, *, force: bool = False) -> None:
+        """Refused while containers are on it, unless ``force``: each then keeps everything
+        but this network (its NIC becomes a ``none`` device, see :func:`._lxd_net.detached`).
+        Then the LXD network (bridge, route, its firewall rules) and cman's host rules go."""
+        from pylxd import exceptions as lxd_exc
+
+        from .. import netfilter
+
+        raw = self._network_raw(name)
+        net = _lxd_net.to_network(raw)
+        if net.containers and not force:
+            raise InUse(
+                f"network {name} is in use by container(s) {', '.join(net.containers)}",
+                hint=f"remove them first, or `cman network rm -f lxd:{name}` to disconnect them",
+            )
+        profiles = _lxd_net.profile_users(raw)
+        if profiles:
+            raise InUse(f"network {name} is in use by LXD profile(s) {', '.join(profiles)}",
+                        hint="take it out of the profile first: lxc profile device remove PROFILE DEVICE")
+        for container in net.containers:
+            self._detach(container, name)
+        with _boundary(action=f"network rm {name}"):
+            try:
+                self._while_busy(lambda: self._sync_or_wait(self.client.api.networks[quote(name, safe="")].delete()))
+            except lxd_exc.NotFound:
+                raise NetworkNotFound(name, "lxd") from None
+        if net.managed and self._socket is not None:
+            netfilter.remove_rules(name, net.bridge)
+
+    def _detach(self, container: str, network: str) -> None:
+        """Take a container (running or not) off ``network``; it is kept."""
+        from pylxd import exceptions as lxd_exc
+
+        with _boundary(container=container, action=f"disconnect from network {network}"):
+            try:
+                raw = self.client.api.instances[container].get().json()["metadata"]
+            except lxd_exc.NotFound:
+                return  # gone meanwhile (an ephemeral container that stopped)
+            body = _lxd_net.detached(raw, network)
+            self._while_busy(lambda: self._sync_or_wait(self.client.api.instances[container].put(json=body)))
 
 
 def _progress_event(text: str) -> PullProgress:

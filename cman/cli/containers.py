@@ -19,7 +19,7 @@ PASSTHROUGH = {"allow_interspersed_args": False}
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 NetworkOpt = Annotated[str | None, typer.Option("--network", help="Join this network (see `cman network`).")]
-IpOpt = Annotated[str | None, typer.Option("--ip", help="IPv4 address on --network (default: the engine picks).")]
+IpOpt = Annotated[str | None, typer.Option("--ip", help="IPv4 address on --network (default: the first free one: Docker picks it, cman does on LXD and LXC).")]
 DnsOpt = Annotated[list[str] | None, typer.Option("--dns", help="DNS server (repeatable; default: the network's).")]
 DnsSearchOpt = Annotated[
     list[str] | None, typer.Option("--dns-search", help="DNS search domain (repeatable; default: the network's).")
