@@ -110,7 +110,9 @@ def pump_socket(sock: socket.socket, io: StdIO, *, multiplexed: bool) -> None:
     """Copy local stdin -> sock and sock -> local stdout/stderr until sock closes.
 
     When stdin reaches EOF the socket's write half is shut down, so the remote
-    process sees EOF too (docker's StdinOnce / exec stdin close).
+    process sees EOF too (docker's StdinOnce / exec stdin close). When the remote
+    side stops taking input (over ssh, once the process has ended), the rest of
+    stdin is dropped and its output is still read to the end.
     """
     sock.setblocking(True)
     demux = _Demux(io) if multiplexed else None
@@ -121,7 +123,7 @@ def pump_socket(sock: socket.socket, io: StdIO, *, multiplexed: bool) -> None:
     stdin_open = io.stdin is not None
     if pending_in is not None:
         if pending_in:
-            sock.sendall(pending_in)
+            _send(sock, pending_in)
         _shutdown_write(sock)
         stdin_open = False
     sfd = sock.fileno()
@@ -134,7 +136,7 @@ def pump_socket(sock: socket.socket, io: StdIO, *, multiplexed: bool) -> None:
         if in_fd is not None and in_fd in readable:
             data = os.read(in_fd, 65536)
             if data:
-                sock.sendall(data)
+                stdin_open = _send(sock, data)
             else:
                 stdin_open = False
                 _shutdown_write(sock)
@@ -150,6 +152,15 @@ def pump_socket(sock: socket.socket, io: StdIO, *, multiplexed: bool) -> None:
             else:
                 io.stdout.write(data)
                 io.stdout.flush()
+
+
+def _send(sock: socket.socket, data: bytes) -> bool:
+    """Send all of ``data``; False when the remote side no longer takes input."""
+    try:
+        sock.sendall(data)
+    except (BrokenPipeError, ConnectionResetError):
+        return False
+    return True
 
 
 def _shutdown_write(sock: socket.socket) -> None:

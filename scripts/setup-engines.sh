@@ -40,7 +40,7 @@ CMAN_EGRESS_PROXY=${CMAN_EGRESS_PROXY-http://127.0.0.1:9}
 LXD_BRIDGE=lxdbr0
 LXD_BRIDGE_ADDR=10.201.0.1/24
 PACKAGES=(docker.io lxc lxd lxd-client busybox-static bridge-utils iptables iproute2
-          debootstrap docker-registry dnsmasq-base cgroupfs-mount python3-venv python3-pip curl)
+          debootstrap docker-registry dnsmasq-base cgroupfs-mount python3-venv python3-pip curl openssh-server)
 
 T0=$(date +%s.%N)
 STARTED=()     # what this run started/created, for the summary

@@ -145,6 +145,7 @@ class _SshSocket(socket.socket):
 
     proc: subprocess.Popen[bytes]
     errors: IO[bytes]
+    said: str | None = None
 
     @classmethod
     def spawn(cls, argv: list[str]) -> _SshSocket:
@@ -164,27 +165,27 @@ class _SshSocket(socket.socket):
             theirs.close()
         return sock
 
-    def failure(self, wait: float) -> str | None:
-        """What ssh said when it ended with an error (waiting up to ``wait`` s for it to end), else None."""
-        try:
-            code = self.proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            return None
-        self.errors.seek(0)
-        said = "; ".join(line.strip() for line in self.errors.read().decode(errors="replace").splitlines() if line.strip())
-        if code == 0 and not said:
-            return None
-        return said[:400] or f"ssh exited with status {code}"
-
     def close(self) -> None:
         super().close()
-        if self.proc.poll() is None:
-            try:
-                self.proc.wait(0.5)  # it ends by itself once the daemon has closed the connection
-            except subprocess.TimeoutExpired:
-                self.proc.terminate()
-                self.proc.wait()
-        self.errors.close()
+        if self.errors.closed:
+            return
+        try:
+            code = self.proc.wait(0.5)  # it ends by itself once the daemon has closed the connection
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()  # ended by us: nothing of ssh's to report
+            self.proc.wait()
+        else:
+            self.errors.seek(0)
+            lines = self.errors.read().decode(errors="replace").splitlines()
+            said = "; ".join(line.strip() for line in lines if line.strip())[:400]
+            self.said = said or (f"ssh exited with status {code}" if code else None)
+        finally:
+            self.errors.close()
+
+    def failure(self) -> str | None:
+        """Ends ssh (see close); what it said if it ended with a message or an error status, else None."""
+        self.close()
+        return self.said
 
 
 class SshTransport(UnixTransport):
@@ -207,9 +208,9 @@ class SshTransport(UnixTransport):
             if err.status != 0 or not dialed:
                 raise ApiError(err.status, err.message) from err
             # No HTTP answer at all: ssh or the remote `docker system dial-stdio` failed.
-            raise ConnectionError(dialed[0].failure(5.0) or "the ssh connection closed without an answer") from err
+            raise ConnectionError(dialed[0].failure() or "the ssh connection closed without an answer") from err
         except OSError as err:
-            said = dialed[0].failure(0.2) if dialed else None
+            said = dialed[0].failure() if dialed else None
             if said is None:
                 raise
             raise ConnectionError(said) from err

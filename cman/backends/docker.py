@@ -327,6 +327,10 @@ class DockerBackend(Backend):
                                     fix="check /var/log/dockerd.log, then restart dockerd")
             return EngineStatus("docker", installed, True, True, version=str(info.get("Version")), endpoint=host)
         fix = f"check that a Docker daemon listens at {host} (DOCKER_HOST), or unset DOCKER_HOST to use the local socket"
+        if host.startswith("ssh://"):
+            fix = ("check that ssh to that host works without a prompt (cman runs `ssh -o BatchMode=yes HOST docker "
+                   "system dial-stdio`: use a key or ssh-agent) and that `docker` is on the remote PATH, "
+                   "or unset DOCKER_HOST to use the local socket")
         if host.startswith("tcp://") and not _reach.reachable("docker"):
             return EngineStatus("docker", installed, False, False, endpoint=host,
                                 problem=f"nothing listens at {host}", fix=fix)

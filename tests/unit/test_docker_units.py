@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from cman.backends._docker_api import SshTransport, ssh_argv
 from cman.backends.docker import (
     DockerBackend,
     _container_from_summary,
@@ -71,3 +74,46 @@ def test_parse_time_unknown_is_none() -> None:
     assert _parse_time(0) is None
     t = _parse_time("2024-05-01T10:20:30.123456789Z")
     assert t is not None and t.microsecond == 123456
+
+
+def test_ssh_argv() -> None:
+    tail = ["docker", "system", "dial-stdio"]
+    assert ssh_argv("ssh://me@host.example:2222")[-9:] == ["-l", "me", "-p", "2222", "--", "host.example", *tail]
+    argv = ssh_argv("ssh://host")
+    assert argv[-5:] == ["--", "host", *tail] and "-l" not in argv and "-p" not in argv
+    assert "BatchMode=yes" in argv
+
+
+@pytest.mark.parametrize("host", ["ssh://", "ssh://h:port", "ssh://h/some/path", "ssh://u:pw@h"])
+def test_ssh_argv_rejects(host: str) -> None:
+    with pytest.raises(ConnectionError, match="invalid DOCKER_HOST"):
+        ssh_argv(host)
+
+
+def _fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    ssh = tmp_path / "ssh"
+    ssh.write_text("#!/bin/sh\n" + script)
+    ssh.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+
+
+def test_ssh_transport_speaks_http_through_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # reads the request head (a GET has no body), answers, exits: what dial-stdio does
+    _fake_ssh(tmp_path, monkeypatch,
+              'cr=$(printf "\\r"); read -r first; echo "$* | $first" > "$(dirname "$0")/got"\n'
+              'while IFS= read -r line && [ "$line" != "$cr" ]; do :; done\n'
+              "printf 'HTTP/1.0 200 OK\\r\\nContent-Type: application/json\\r\\n\\r\\n{\"Version\": \"fake\"}'\n")
+    assert SshTransport("ssh://u@h").call("GET", "/version", timeout=10) == {"Version": "fake"}
+    assert (tmp_path / "got").read_bytes().endswith(b"-l u -- h docker system dial-stdio | GET /version HTTP/1.0\r\n")
+
+
+def test_ssh_failure_is_a_connection_error_with_what_ssh_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_ssh(tmp_path, monkeypatch, 'echo "ssh: connect to host h port 22: Connection refused" >&2\nexit 255\n')
+    with pytest.raises(ConnectionError, match="port 22: Connection refused"):
+        SshTransport("ssh://h").call("GET", "/version", timeout=10)
+
+
+def test_ssh_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ConnectionError, match="cannot run ssh"):
+        SshTransport("ssh://h").call("GET", "/version", timeout=10)

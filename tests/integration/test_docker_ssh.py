@@ -1,0 +1,220 @@
+"""DOCKER_HOST=ssh://... for real: the CLI against the local dockerd through a private sshd
+on loopback (its own host key, client key, config and port; the system's sshd is never
+started). The ssh client finds its key through a Host block in /etc/ssh/ssh_config.d,
+because cman runs plain `ssh HOST docker system dial-stdio` as the docker CLI does."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cman.backends.docker import DockerBackend
+
+from ..conftest import PREFIX, assert_clean_error, cli, unavailable
+
+pytestmark = pytest.mark.engine
+
+IMAGE = "local/busybox:latest"
+SSHD = "/usr/sbin/sshd"
+SSH_CONFIG_D = Path("/etc/ssh/ssh_config.d")
+
+
+@dataclass
+class SshHost:
+    alias: str
+    """The Host name in the client config: DOCKER_HOST=ssh://ALIAS."""
+    env: dict[str, str]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"sshd exited with {proc.returncode}: {log.read_text()}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"sshd did not listen on 127.0.0.1:{port} within {seconds} s: {log.read_text()}")
+
+
+def _includes_config_d() -> bool:
+    try:
+        text = Path("/etc/ssh/ssh_config").read_text()
+    except OSError:
+        return False
+    return any(line.split()[:2] == ["Include", "/etc/ssh/ssh_config.d/*.conf"] for line in text.splitlines())
+
+
+def _ssh_clients(alias: str) -> list[str]:
+    """Command lines of ssh clients still running for ``alias`` (cman must not leave any behind)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if argv and os.path.basename(argv[0]) == b"ssh" and alias.encode() in argv:
+                found.append(" ".join(a.decode(errors="replace") for a in argv))
+    return found
+
+
+@pytest.fixture(scope="module")
+def ssh_host() -> Iterator[SshHost]:
+    status = DockerBackend.probe()
+    if not status.reachable:
+        unavailable(f"docker: {status.problem}")
+    if "docker" not in os.environ.get("CMAN_TEST_ENGINES", "docker"):
+        pytest.skip("docker not selected")
+    if os.geteuid() != 0:
+        pytest.skip("needs root: a private sshd and a client config in /etc/ssh/ssh_config.d")
+    missing = [p for p in (SSHD, shutil.which("ssh"), shutil.which("ssh-keygen"), shutil.which("docker")) if not p]
+    if not os.path.exists(SSHD) or missing:
+        unavailable("openssh-server, openssh-client and the docker CLI are needed (scripts/setup-engines.sh)")
+    if not _includes_config_d():
+        unavailable("/etc/ssh/ssh_config does not Include /etc/ssh/ssh_config.d/*.conf")
+
+    alias = f"cmantest-{secrets.token_hex(4)}"
+    tmp = Path(tempfile.mkdtemp(prefix=f"{alias}-"))
+    snippet = SSH_CONFIG_D / f"{alias}.conf"
+    made_privsep_dir = not os.path.isdir("/run/sshd")
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        for key in ("host_key", "client_key"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", alias, "-f", str(tmp / key)],
+                           check=True, capture_output=True)
+        shutil.copy(tmp / "client_key.pub", tmp / "authorized_keys")
+        port = _free_port()
+        config = tmp / "sshd_config"
+        config.write_text(
+            f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {tmp / 'host_key'}\n"
+            f"AuthorizedKeysFile {tmp / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+            f"PidFile {tmp / 'sshd.pid'}\nStrictModes no\n"
+        )
+        if made_privsep_dir:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        log = tmp / "sshd.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([SSHD, "-D", "-f", str(config), "-e"], stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
+        _wait_for_port(port, proc, log)
+        snippet.write_text(
+            f"# cman test {alias}: removed at the end of tests/integration/test_docker_ssh.py\n"
+            f"Host {alias}\n    HostName 127.0.0.1\n    Port {port}\n    User root\n"
+            f"    IdentityFile {tmp / 'client_key'}\n    IdentitiesOnly yes\n    StrictHostKeyChecking no\n"
+            "    UserKnownHostsFile /dev/null\n    LogLevel ERROR\n"
+        )
+        yield SshHost(alias, {"DOCKER_HOST": f"ssh://{alias}"})
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        snippet.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if made_privsep_dir:
+            with contextlib.suppress(OSError):
+                os.rmdir("/run/sshd")
+
+
+@pytest.fixture
+def names() -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    for name in made:  # through the local socket: works even when the ssh path is broken
+        cli("rm", "-f", name, backend="docker", env={"DOCKER_HOST": "unix:///var/run/docker.sock"})
+
+
+def test_engine_status_over_ssh(ssh_host: SshHost) -> None:
+    proc = cli("engine", "status", "--json", backend="docker", env=ssh_host.env)
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)[0]
+    assert status["reachable"] is True, status
+    assert status["endpoint"] == f"ssh://{ssh_host.alias}"
+    assert status["version"]
+
+
+def test_run_over_ssh_keeps_exit_code_and_streams(ssh_host: SshHost) -> None:
+    proc = cli("run", "--rm", IMAGE, "sh", "-c", "echo over-ssh; echo e >&2; exit 4", backend="docker",
+               env=ssh_host.env)
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stdout.splitlines() == ["over-ssh"], proc.stdout
+    assert proc.stderr.splitlines() == ["e"], proc.stderr
+
+
+def test_detached_container_over_ssh(ssh_host: SshHost, names: list[str]) -> None:
+    name = f"{PREFIX}-ssh"
+    names.append(name)
+    env = ssh_host.env
+    run = cli("run", "-d", "--name", name, IMAGE, "sh", "-c", "echo boot-out; echo boot-err >&2; exec sleep 60",
+              backend="docker", env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip(), "run -d prints the container id"
+
+    listed = json.loads(cli("ps", "--json", backend="docker", env=env).stdout)
+    assert {c["name"]: c["state"] for c in listed}.get(name) == "running", listed
+
+    inspected = cli("inspect", "--json", name, backend="docker", env=env)
+    assert inspected.returncode == 0, inspected.stderr
+    assert json.loads(inspected.stdout)[0]["name"] == name
+
+    ex = cli("exec", name, "sh", "-c", "echo x; echo y >&2; exit 3", backend="docker", env=env)
+    assert ex.returncode == 3, ex.stderr
+    assert ex.stdout.splitlines() == ["x"] and ex.stderr.splitlines() == ["y"], (ex.stdout, ex.stderr)
+
+    # stdin's EOF must reach the remote process through ssh, or `cat` never ends
+    piped = cli("exec", "-i", name, "cat", backend="docker", env=env, input="through-stdin\n", timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == "through-stdin\n"
+    # the remote process ends while stdin still flows: ssh stops reading it; keep the output and exit code
+    early = cli("exec", "-i", name, "sh", "-c", "head -n 1; exit 6", backend="docker", env=env,
+                input="y" * 99 + "\n" * 1 + "z" * 20_000_000, timeout=60)
+    assert early.returncode == 6, early.stderr
+    assert early.stdout == "y" * 99 + "\n"
+
+    deadline = time.monotonic() + 10
+    while True:
+        logs = cli("logs", name, backend="docker", env=env)
+        assert logs.returncode == 0, logs.stderr
+        if "boot-err" in logs.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert logs.stdout.splitlines() == ["boot-out"], logs.stdout
+    assert logs.stderr.splitlines() == ["boot-err"], logs.stderr
+
+    rm = cli("rm", "-f", name, backend="docker", env=env)
+    assert rm.returncode == 0, rm.stderr
+    listed = json.loads(cli("ps", "-a", "--json", backend="docker", env=env).stdout)
+    assert name not in {c["name"] for c in listed}
+
+    assert _ssh_clients(ssh_host.alias) == [], "cman left ssh clients running"
+
+
+def test_unreachable_ssh_host_is_one_clean_error(ssh_host: SshHost) -> None:
+    port = _free_port()  # nothing listens there
+    t0 = time.monotonic()
+    proc = cli("ps", backend="docker", env={"DOCKER_HOST": f"ssh://root@127.0.0.1:{port}"}, timeout=60)
+    elapsed = time.monotonic() - t0
+    assert_clean_error(proc, 5, "docker", "connection refused")
+    assert elapsed < 10, f"took {elapsed:.1f} s"
