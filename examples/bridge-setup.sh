@@ -17,7 +17,7 @@ if [[ -n ${CMAN:-} ]]; then read -r -a CMAN_CMD <<<"$CMAN"
 elif [[ -x .venv/bin/cman ]]; then CMAN_CMD=(.venv/bin/cman)
 else CMAN_CMD=(cman); fi
 ROOTFS=${ROOTFS:-/var/lib/cman/images/busybox-rootfs.tar.gz}
-TAG=cmandemo-$$
+TAG=cmdemo$(( $$ % 10000 ))
 if [[ -z ${BACKENDS:-} ]]; then
     BACKENDS=$("${CMAN_CMD[@]}" engine status --json | python3 -c \
         'import json,sys; print(" ".join(e["backend"] for e in json.load(sys.stdin) if e["reachable"]))' || true)
@@ -42,7 +42,7 @@ reach() {  # reach BACKEND FROM ADDR: ping (IP) and arping (layer 2), printed as
 n=0
 for backend in $BACKENDS; do
     c=("${CMAN_CMD[@]}" --backend "$backend")
-    net=$TAG-$backend; net=${net:0:15}
+    net=$TAG-${backend:0:3}                  # at most 15 characters: LXD names its bridge after it
     subnet=10.203.$((200 + n)).0/24; prefix=10.203.$((200 + n)); n=$((n + 1))
     a=$TAG-$backend-a b=$TAG-$backend-b
 
