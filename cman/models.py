@@ -133,7 +133,6 @@ class ContainerSpec(_Jsonable):
     ip: str | None = None
     dns: tuple[str, ...] = ()
     dns_search: tuple[str, ...] = ()
-    profiles: tuple[str, ...] = ()
     auto_remove: bool = False
     """The engine deletes the container when it stops (``run -d --rm``)."""
 

@@ -690,8 +690,6 @@ class LxcBackend(Backend):
         """Check the spec before any work; returns the record of the network to join, if any."""
         from ..network import check_container_ip, check_dns_servers, check_network_name, check_search_domains
 
-        if spec.profiles:
-            raise Unsupported("lxc", "profiles", "raw LXC has no profiles")
         check_dns_servers(spec.dns)
         check_search_domains(spec.dns_search)  # they go into a file: no line may sneak in
         network = spec.network if spec.network not in _lxc_net.RESERVED_NAMES else None
