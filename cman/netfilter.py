@@ -20,7 +20,7 @@ Three tools, all through the one subprocess gateway (:mod:`cman.backends._proc`)
   ``enable_icc=false`` blocks IP only; LXD: because its ``security.port_isolation``
   does not take effect on 5.0; LXC: after ``lxc-start``).
 - **Bridges** for backends that make their own (LXC): :func:`create_bridge`,
-  :func:`delete_bridge`, :func:`link_exists`.
+  :func:`delete_link`, :func:`link_exists`.
 
 Rules and isolation hold until the interface goes: a veth re-created by the engine
 (a container restarted outside cman) comes back without isolation.
@@ -190,11 +190,16 @@ def create_bridge(name: str, gateway: str, prefixlen: int) -> None:
     _run(["ip", "link", "set", "dev", name, "up"])
 
 
-def delete_bridge(name: str) -> bool:
-    """Delete interface ``name`` when it exists; True when it was there."""
+def delete_link(name: str) -> bool:
+    """Delete interface ``name`` (a bridge, or a veth with its peer) when it exists; True when it was there.
+
+    A link that vanishes between the check and the delete (a stopping container's veth) is not an error.
+    """
     if not link_exists(name):
         return False
-    _run(["ip", "link", "delete", "dev", name])
+    proc = _run(["ip", "link", "delete", "dev", name], check=False)
+    if proc.returncode != 0 and link_exists(name):
+        raise _proc.ProcError(proc.argv, proc.returncode, proc.stdout, proc.stderr)
     return True
 
 

@@ -22,14 +22,15 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from . import _http
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 class ApiError(Exception):
@@ -149,6 +150,9 @@ class _SshSocket(socket.socket):
 
     @classmethod
     def spawn(cls, argv: list[str]) -> _SshSocket:
+        import subprocess  # ssh only: kept off the local socket's start-up path
+        import tempfile
+
         ours, theirs = socket.socketpair()
         sock = cls(fileno=ours.detach())
         sock.errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed with the socket)
@@ -166,6 +170,8 @@ class _SshSocket(socket.socket):
         return sock
 
     def close(self) -> None:
+        import subprocess
+
         super().close()
         if self.errors.closed:
             return

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import Conflict, EngineError, InvalidName, NetworkNotFound
-from . import _lxc_fs, _proc
+from . import _lxc_fs
 
 if TYPE_CHECKING:
     from ..network import Network, NetworkSpec
@@ -337,13 +337,3 @@ def write_resolv_conf(rootfs: Path, text: str) -> None:
 
 
 # -- host side --------------------------------------------------------------------------------
-
-
-def delete_link(name: str) -> bool:
-    """Delete a host interface (a container's veth: its peer goes with it); True when it was there."""
-    from .. import netfilter
-
-    if not netfilter.link_exists(name):
-        return False
-    proc = _proc.run(["ip", "link", "delete", "dev", name], timeout=30, check=False, backend="host")
-    return proc.returncode == 0

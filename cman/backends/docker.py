@@ -254,22 +254,7 @@ def _image_from_raw(raw: dict[str, Any]) -> Image:
 
 class DockerBackend(Backend):
     name = "docker"
-    capabilities = frozenset(
-        {
-            Feature.PULL,
-            Feature.PULL_PROGRESS,
-            Feature.IMAGE_IMPORT,
-            Feature.IMAGE_HISTORY,
-            Feature.TTY,
-            Feature.EXEC,
-            Feature.LOGS,
-            Feature.LOGS_FOLLOW,
-            Feature.CPU_LIMIT,
-            Feature.MEMORY_LIMIT,
-            Feature.NETWORKS,
-            Feature.REMOTE,
-        }
-    )
+    capabilities = frozenset(Feature)
 
     def __init__(self) -> None:
         self._transport: Transport | None = None

@@ -381,20 +381,8 @@ class LxcBackend(Backend):
     """Raw LXC through the lxc-* tools. See the module docstring for the semantics."""
 
     name = "lxc"
-    capabilities = frozenset(
-        {
-            Feature.PULL,
-            Feature.IMAGE_IMPORT,
-            Feature.IMAGE_HISTORY,
-            Feature.TTY,
-            Feature.EXEC,
-            Feature.LOGS,
-            Feature.LOGS_FOLLOW,
-            Feature.CPU_LIMIT,
-            Feature.MEMORY_LIMIT,
-            Feature.NETWORKS,
-        }
-    )
+    # No daemon: no remote endpoint, and template pulls report no byte progress.
+    capabilities = frozenset(Feature) - {Feature.PULL_PROGRESS, Feature.REMOTE}
     system_containers = True
 
     def __init__(self) -> None:
@@ -1291,7 +1279,7 @@ class LxcBackend(Backend):
                 with contextlib.suppress(CmanError):
                     netfilter.remove_rules(spec.name, spec.bridge)
                 with contextlib.suppress(CmanError):
-                    netfilter.delete_bridge(spec.bridge)
+                    netfilter.delete_link(spec.bridge)
                 raise
         return self._network(record, detail=True)
 
@@ -1319,7 +1307,7 @@ class LxcBackend(Backend):
             for container in users:
                 self._detach(container, name, bridge)
             if bridge:
-                netfilter.delete_bridge(bridge)
+                netfilter.delete_link(bridge)
                 netfilter.remove_rules(name, bridge)
             self.net_records.delete(name)
 
@@ -1340,4 +1328,4 @@ class LxcBackend(Backend):
             st, pid = self._info(paths)
             if st in _RUNNING and pid is not None and bridge:
                 with contextlib.suppress(CmanError):
-                    _lxc_net.delete_link(netfilter.container_port(pid, bridge))
+                    netfilter.delete_link(netfilter.container_port(pid, bridge))

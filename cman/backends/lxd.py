@@ -576,22 +576,7 @@ def _parse_rc(data: bytes | None) -> int | None:
 class LxdBackend(Backend):
     name = "lxd"
     system_containers = True
-    capabilities = frozenset(
-        {
-            Feature.PULL,
-            Feature.PULL_PROGRESS,
-            Feature.IMAGE_IMPORT,
-            Feature.IMAGE_HISTORY,
-            Feature.TTY,
-            Feature.EXEC,
-            Feature.LOGS,
-            Feature.LOGS_FOLLOW,
-            Feature.CPU_LIMIT,
-            Feature.MEMORY_LIMIT,
-            Feature.NETWORKS,
-            Feature.REMOTE,
-        }
-    )
+    capabilities = frozenset(Feature)
 
     def __init__(self) -> None:
         self._client: pylxd.Client | None = None

@@ -143,7 +143,7 @@ def lab() -> Iterator[Lab]:
             with contextlib.suppress(CmanError):
                 netfilter.remove_rules(name, bridge)
             with contextlib.suppress(CmanError):
-                netfilter.delete_bridge(bridge)
+                netfilter.delete_link(bridge)
         shutil.rmtree(top, ignore_errors=True)
 
 
@@ -275,7 +275,7 @@ def test_bridge_and_rules_come_back_when_a_container_starts(lab: Lab, made: list
     assert lab.cli("create", "--name", name, "--network", net, lab.image).returncode == 0
     # what a reboot leaves: the records, but no bridge and no rule
     netfilter.remove_rules(net, bridge)
-    netfilter.delete_bridge(bridge)
+    netfilter.delete_link(bridge)
     assert lab.cli("start", name).returncode == 0
     assert netfilter.link_exists(bridge)
     assert [r.args[-1] for r in netfilter.list_rules(net, bridge)] == ["ACCEPT"]

@@ -325,6 +325,6 @@ def test_netfilter_rules_and_bridges_on_the_host() -> None:
         assert _iptables_with_tag(name) == []
     finally:
         netfilter.remove_rules(name)
-        netfilter.delete_bridge(bridge)
+        netfilter.delete_link(bridge)
     assert not netfilter.link_exists(bridge)
-    assert not netfilter.delete_bridge(bridge)
+    assert not netfilter.delete_link(bridge)
