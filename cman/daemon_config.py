@@ -359,7 +359,7 @@ def systemd_running() -> bool:
 
 def docker_answers(timeout: float = 10) -> bool:
     """Does ``docker info`` work (the daemon is up and serving)? Falls back to the socket when the CLI is absent."""
-    from .backends import _proc
+    from ._sys import proc as _proc
 
     if shutil.which("docker") is None:
         from .backends.docker import DockerBackend
@@ -392,7 +392,7 @@ def _stop(daemon: DaemonProcess, timeout: float, proc: Path) -> None:
 
 def _start_like(daemon: DaemonProcess) -> int:
     """Start dockerd again with the old one's argv, environment, cwd and log, in its own session."""
-    from .backends import _proc
+    from ._sys import proc as _proc
 
     log_path = daemon.log or FALLBACK_LOG
     with open(log_path, "ab") as log:
@@ -421,7 +421,7 @@ def restart_dockerd(*, timeout: float = 90, notify: Notify = lambda _m: None, pr
     ``on_failure`` runs when the daemon does not come back (restore the old file);
     the daemon is then started once more and EngineError raised.
     """
-    from .backends import _proc
+    from ._sys import proc as _proc
 
     if systemd_running():
         notify("systemctl restart docker")

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .backends import _proc
+from ._sys import proc as _proc
 from .errors import EngineError, EngineUnavailable
 
 CHAIN = "DOCKER-USER"

@@ -369,7 +369,7 @@ class HostNet:
 
 
 def _ip_json(*args: str) -> Any:
-    from .backends import _proc
+    from ._sys import proc as _proc
 
     if shutil.which("ip") is None:
         raise EngineUnavailable("host", "the `ip` command is not installed", "apt-get install iproute2")

@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager
 from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from . import _http
+from .._sys import unixhttp as _http
 
 if TYPE_CHECKING:
     import subprocess

@@ -24,13 +24,13 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from .. import _tty
+from .._sys import proc as _proc
+from .._sys import tty as _tty
 from ..errors import InvalidValue
 from ..models import StdIO
-from . import _lxc_fs, _proc
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -74,55 +74,36 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def run_attached(argv: Sequence[str], io: StdIO, *, tty: bool, log: IO[bytes] | None = None) -> int:
-    """Run ``argv`` (an lxc-attach command line) with ``io``; return the exit code.
-
-    ``log`` receives the command's output as framed records (no-tty mode only).
-    """
+def run_attached(argv: Sequence[str], io: StdIO, *, tty: bool) -> int:
+    """Run ``argv`` (an lxc-attach command line) with ``io``; return the exit code."""
     for stream in (io.stdout, io.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     if tty:
         return _run_on_pty(argv, io)
-    return _run_piped(argv, io, log)
+    return _run_piped(argv, io)
 
 
-@contextlib.contextmanager
-def _raw_keep_input(fd: int | None) -> Iterator[None]:
-    """Raw mode on the local terminal WITHOUT discarding what was typed ahead
-    (``tty.setraw`` and lxc-attach use TCSAFLUSH, which loses it); restored after."""
-    if fd is None or not os.isatty(fd):
-        yield
-        return
-    import termios
-    import tty as ttymod
+class _PtyInbound:
+    """stdin into the pty master. The end of a stdin that is not a terminal (a pipe, a file,
+    an in-memory stream) is a Ctrl-D, as a user would type it."""
 
-    saved = termios.tcgetattr(fd)
-    ttymod.setraw(fd, termios.TCSANOW)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(termios.error):
-            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    def __init__(self, master: int, eof: bool) -> None:
+        self.master = master
+        self.eof = eof
 
-
-def _copy_winsize(src: int | None, dst: int) -> None:
-    import fcntl
-    import termios
-
-    if src is None:
-        return
-    with contextlib.suppress(OSError):
-        fcntl.ioctl(dst, termios.TIOCSWINSZ, fcntl.ioctl(src, termios.TIOCGWINSZ, b"\0" * 8))
-
-
-def _is_raw(fd: int) -> bool:
-    import termios
-
-    try:
-        return not termios.tcgetattr(fd)[3] & termios.ICANON
-    except termios.error:
+    def send(self, data: bytes) -> bool:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.master, view) :]
+        except OSError:
+            return False
         return True
+
+    def close(self) -> None:
+        if self.eof:
+            self.send(b"\x04")
 
 
 def _run_on_pty(argv: Sequence[str], io: StdIO) -> int:
@@ -134,13 +115,11 @@ def _run_on_pty(argv: Sequence[str], io: StdIO) -> int:
     passes window changes (SIGWINCH) on to the pty and to lxc-attach.
     """
     import pty
-    import select
     import signal
 
-    term_fd = next((fd for fd in (_tty.fileno(io.stdin), _tty.fileno(io.stdout)) if fd is not None and os.isatty(fd)),
-                   None)
+    term_fd = _tty.terminal_fd(io)
     master, slave = pty.openpty()
-    _copy_winsize(term_fd, slave)
+    _tty.copy_window_size(term_fd, slave)
     try:
         # lxc-attach talks to its controlling terminal (/dev/tty), not to its stdin: give it
         # a session of its own whose controlling terminal is our pty (util-linux setsid -c).
@@ -150,68 +129,35 @@ def _run_on_pty(argv: Sequence[str], io: StdIO) -> int:
         os.close(slave)
         raise
     in_fd = _tty.fileno(io.stdin)
-    pending = b""
-    stdin_open = io.stdin is not None
-    if io.stdin is not None and in_fd is None:  # an in-memory stream: all of it, then end-of-file
-        pending = (io.stdin.read() or b"") + b"\x04"
-        stdin_open = False
-    slave_open = True
+    slave_open = [True]
     ready_deadline = time.monotonic() + 10
 
-    def on_winch(*_: object) -> None:
-        _copy_winsize(term_fd, master)
+    def input_ready() -> bool:
+        if slave_open[0] and (_tty.is_raw(slave) or time.monotonic() > ready_deadline):
+            os.close(slave)  # lxc-attach owns it now; EIO on master once it exits
+            slave_open[0] = False
+        return not slave_open[0]
+
+    def idle() -> bool:
+        """Nothing arrived for a while: go on unless lxc-attach has exited."""
+        return not input_ready() or proc.poll() is None
+
+    def resize(_rows: int, _cols: int) -> None:
+        _tty.copy_window_size(term_fd, master)
         with contextlib.suppress(OSError):
             proc.send_signal(signal.SIGWINCH)
 
-    previous: Any = None
-    with contextlib.suppress(ValueError):  # not the main thread: no resize forwarding
-        previous = signal.signal(signal.SIGWINCH, on_winch)
+    inbound = _PtyInbound(master, eof=in_fd is None or not os.isatty(in_fd))
     try:
-        with _raw_keep_input(term_fd if in_fd == term_fd else None):
-            while True:
-                if slave_open and (_is_raw(slave) or time.monotonic() > ready_deadline):
-                    os.close(slave)  # lxc-attach owns it now; EIO on master once it exits
-                    slave_open = False
-                ready = not slave_open
-                watch = [master] + ([in_fd] if ready and stdin_open and in_fd is not None else [])
-                try:
-                    readable, writable, _ = select.select(
-                        watch, [master] if ready and pending else [], [], 0.02 if not ready else 0.5
-                    )
-                except InterruptedError:
-                    continue
-                if in_fd is not None and in_fd in readable:
-                    data = os.read(in_fd, 65536)
-                    if data:
-                        pending += data
-                    else:
-                        stdin_open = False
-                        if not os.isatty(in_fd):
-                            pending += b"\x04"
-                if writable and pending:
-                    try:
-                        sent = os.write(master, pending[:4096])
-                    except OSError:
-                        sent = len(pending)
-                    pending = pending[sent:]
-                if master in readable:
-                    try:
-                        data = os.read(master, 65536)
-                    except OSError:  # EIO: every holder of the slave side is gone
-                        data = b""
-                    if not data:
-                        break
-                    io.stdout.write(data)
-                    io.stdout.flush()
-                elif ready and proc.poll() is not None and not readable:
-                    break
+        with _tty.raw_terminal(io.stdin):
+            _tty.pump(io, [_tty.FdChannel(master)], inbound if io.stdin is not None else None,
+                      resize=resize if term_fd is not None else None, input_ready=input_ready,
+                      idle=idle, poll=0.05)
         return _code(proc.wait())
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGWINCH, previous)
         _stop(proc)
         os.close(master)
-        if slave_open:
+        if slave_open[0]:
             os.close(slave)
 
 
@@ -233,9 +179,7 @@ def _feed(source: IO[bytes], sink: IO[bytes]) -> None:
             sink.close()
 
 
-def _run_piped(argv: Sequence[str], io: StdIO, log: IO[bytes] | None) -> int:
-    import selectors
-
+def _run_piped(argv: Sequence[str], io: StdIO) -> int:
     stdin_fd = _tty.fileno(io.stdin)
     stdin: Any
     if io.stdin is None:
@@ -249,20 +193,8 @@ def _run_piped(argv: Sequence[str], io: StdIO, log: IO[bytes] | None) -> int:
         if stdin is subprocess.PIPE and io.stdin is not None and proc.stdin is not None:
             threading.Thread(target=_feed, args=(io.stdin, proc.stdin), daemon=True).start()
         assert proc.stdout is not None and proc.stderr is not None
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ, (io.stdout, _lxc_fs.STDOUT))
-        sel.register(proc.stderr, selectors.EVENT_READ, (io.stderr, _lxc_fs.STDERR))
-        while sel.get_map():
-            for key, _ in sel.select():
-                data = os.read(key.fd, 65536)
-                if not data:
-                    sel.unregister(key.fileobj)
-                    continue
-                out, stream = key.data
-                out.write(data)
-                out.flush()
-                _lxc_fs.append_frames(log, stream, data)
-        sel.close()
+        _tty.pump(io, [_tty.FdChannel(proc.stdout.fileno(), _tty.STDOUT),
+                       _tty.FdChannel(proc.stderr.fileno(), _tty.STDERR)], None)
         return _code(proc.wait())
     finally:
         _stop(proc)

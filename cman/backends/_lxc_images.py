@@ -24,10 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .._sys import files as _lxc_fs
 from ..errors import ImageNotFound, InvalidName, InvalidValue
 from ..models import Image
 from ..validate import check_config_value
-from . import _lxc_fs
 
 DEFAULT_STORE = Path("/var/lib/cman/lxc-images")
 ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")

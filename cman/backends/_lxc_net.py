@@ -40,8 +40,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._sys import files as _lxc_fs
 from ..errors import Conflict, EngineError, InvalidName, NetworkNotFound
-from . import _lxc_fs
 
 if TYPE_CHECKING:
     from ..network import Network, NetworkSpec

@@ -28,15 +28,13 @@ import contextlib
 import hashlib
 import json
 import os
-import select
 import socket
 import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO
 
-from .. import _tty
+from .._sys import tty as _tty
 from ..models import StdIO
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -284,19 +282,6 @@ def connect_channels(dial: Dial, host: str, operation_path: str, fds: dict[str, 
     return ExecChannels(control, stdin, stdout, stderr)
 
 
-class OutputTap:
-    """Keeps the last ``limit`` bytes of a stream (what a foreground job printed, for ``logs``)."""
-
-    def __init__(self, limit: int = 1 << 20) -> None:
-        self.limit = limit
-        self.data = bytearray()
-
-    def add(self, chunk: bytes) -> None:
-        self.data += chunk
-        if len(self.data) > self.limit:
-            del self.data[: len(self.data) - self.limit]
-
-
 def resize(control: WebSocket, rows: int, cols: int) -> None:
     control.send_text(json.dumps({"command": "window-resize", "args": {"width": str(cols), "height": str(rows)}}))
 
@@ -305,18 +290,49 @@ def send_signal(control: WebSocket, signum: int) -> None:
     control.send_text(json.dumps({"command": "signal", "signal": signum}))
 
 
-def _write(stream: IO[bytes], data: bytes) -> None:
-    stream.write(data)
-    stream.flush()
+class WsChannel:
+    """An output websocket for the pump: data messages, and LXD's empty text message as the end."""
+
+    def __init__(self, ws: WebSocket, stream: int) -> None:
+        self.ws = ws
+        self.stream = stream
+
+    def fileno(self) -> int:
+        return self.ws.fileno()
+
+    def pending(self) -> bool:
+        return self.ws.pending()
+
+    def read(self) -> list[_tty.Chunk] | None:
+        message = self.ws.recv()
+        if message is None or (message[0] == OP_TEXT and not message[1]):
+            return None
+        if message[0] in (OP_PING, OP_PONG):
+            return []
+        return [(self.stream, message[1])]
 
 
-def pump(
-    channels: ExecChannels,
-    io: StdIO,
-    *,
-    pty: bool,
-    taps: tuple[OutputTap, OutputTap] | None = None,
-) -> int:
+class WsInbound:
+    """stdin into websocket ``0``; without a pty its end is LXD's barrier (an empty text message)."""
+
+    def __init__(self, ws: WebSocket, *, pty: bool) -> None:
+        self.ws = ws
+        self.pty = pty
+
+    def send(self, data: bytes) -> bool:
+        try:
+            self.ws.send(data)
+        except OSError:
+            return False
+        return True
+
+    def close(self) -> None:
+        if not self.pty:
+            with contextlib.suppress(OSError):
+                self.ws.send_eof()
+
+
+def pump(channels: ExecChannels, io: StdIO, *, pty: bool) -> int:
     """Move bytes between the local streams and the exec websockets until the output ends;
     return how many output bytes the command produced.
 
@@ -324,65 +340,16 @@ def pump(
     in-memory stdin (``io.BytesIO``) is sent at once. With a pty the local
     terminal is put in raw mode and window changes go to the control socket.
     """
-    in_fd = _tty.fileno(io.stdin)
-    stdin_open = io.stdin is not None
-    if io.stdin is not None and in_fd is None:
-        data = io.stdin.read()
-        if data:
-            channels.stdin.send(data)
-        stdin_open = False
-    if not stdin_open and not pty:
-        channels.stdin.send_eof()
-
-    outputs: dict[WebSocket, tuple[IO[bytes], OutputTap | None]] = {}
     if pty:
-        outputs[channels.stdin] = (io.stdout, taps[0] if taps else None)
+        outputs = [WsChannel(channels.stdin, _tty.STDOUT)]
     else:
         assert channels.stdout is not None and channels.stderr is not None
-        outputs[channels.stdout] = (io.stdout, taps[0] if taps else None)
-        outputs[channels.stderr] = (io.stderr, taps[1] if taps else None)
-    open_outputs = set(outputs)
+        outputs = [WsChannel(channels.stdout, _tty.STDOUT), WsChannel(channels.stderr, _tty.STDERR)]
     # The other websockets carry no data for us, but LXD pings them: keep answering.
-    quiet = {ws for ws in channels.all() if ws not in outputs}
-    produced = 0
-
-    with _tty.raw_terminal(io.stdin if pty else None), _tty.forward_resize(
-        io, (lambda r, c: resize(channels.control, r, c)) if pty else None
-    ):
-        while open_outputs:
-            watched = open_outputs | quiet
-            ready = [ws for ws in watched if ws.pending()]
-            if not ready:
-                fds: list[int] = [ws.fileno() for ws in watched]
-                if stdin_open and in_fd is not None:
-                    fds.append(in_fd)
-                try:
-                    readable, _, _ = select.select(fds, [], [])
-                except InterruptedError:
-                    continue
-                if stdin_open and in_fd is not None and in_fd in readable:
-                    data = os.read(in_fd, 65536)
-                    if data:
-                        channels.stdin.send(data)
-                    else:
-                        stdin_open = False
-                        if not pty:
-                            channels.stdin.send_eof()
-                ready = [ws for ws in watched if ws.fileno() in readable]
-            for ws in ready:
-                message = ws.recv()
-                if ws in quiet:
-                    if message is None:
-                        quiet.discard(ws)
-                    continue
-                if message is not None and message[0] in (OP_PING, OP_PONG):
-                    continue
-                if message is None or (message[0] == OP_TEXT and not message[1]):
-                    open_outputs.discard(ws)
-                    continue
-                stream, tap = outputs[ws]
-                produced += len(message[1])
-                _write(stream, message[1])
-                if tap is not None:
-                    tap.add(message[1])
-    return produced
+    used = {c.ws for c in outputs}
+    extras = [WsChannel(ws, _tty.STDOUT) for ws in channels.all() if ws not in used]
+    with _tty.raw_terminal(io.stdin if pty else None):
+        return _tty.pump(
+            io, outputs, WsInbound(channels.stdin, pty=pty), extras=extras,
+            resize=(lambda r, c: resize(channels.control, r, c)) if pty else None,
+        )

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from .. import _tty
+from .._sys import tty as _tty
+from .._sys import unixhttp as _http
+from .._sys.retry import idempotent
 from ..errors import (
     CmanError,
     Conflict,
@@ -56,9 +58,8 @@ from ..models import (
     StdIO,
 )
 from ..validate import check_name
-from . import _http, _reach
+from . import _reach
 from ._docker_api import ApiError, SdkTransport, SshTransport, Transport, UnixTransport
-from ._retry import idempotent
 from .base import Backend, Feature
 
 if TYPE_CHECKING:
@@ -589,17 +590,17 @@ class DockerBackend(Backend):
             )
         try:
             self.start(ref)
-            stream_io = io if want_stdin else StdIO(None, io.stdout, io.stderr, io.tty)
+            stream_io = StdIO(io.stdin if want_stdin else None, io.stdout, io.stderr, tty)
             resize = self._resizer(f"/containers/{_q(ref)}/resize") if tty else None
-            with _tty.raw_terminal(io.stdin if tty else None), _tty.forward_resize(io, resize):
-                _tty.pump_socket(sock, stream_io, multiplexed=not tty)
+            _tty.pump_socket(sock, stream_io, multiplexed=not tty, resize=resize)
         finally:
             sock.close()
         return self.wait(ref)
 
     def _resizer(self, path: str) -> _tty.ResizeFn:
         def resize(rows: int, cols: int) -> None:
-            self.api.call("POST", path, params={"h": rows, "w": cols}, timeout=5)
+            with contextlib.suppress(ApiError, OSError):  # a lost resize must not end the session
+                self.api.call("POST", path, params={"h": rows, "w": cols}, timeout=5)
 
         return resize
 
@@ -661,8 +662,7 @@ class DockerBackend(Backend):
             sock = self.api.hijack(f"/exec/{exec_id}/start", body={"Detach": False, "Tty": io.tty})
         try:
             resize = self._resizer(f"/exec/{exec_id}/resize") if io.tty else None
-            with _tty.raw_terminal(io.stdin if io.tty else None), _tty.forward_resize(io, resize):
-                _tty.pump_socket(sock, io, multiplexed=not io.tty)
+            _tty.pump_socket(sock, io, multiplexed=not io.tty, resize=resize)
         finally:
             sock.close()
         for _ in range(100):  # the exit code is set a moment after the stream closes

@@ -59,14 +59,17 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import jobs
+from .._sys import files as _files
+from .._sys import proc as _proc
+from .._sys.times import ago, now_iso, parse_time
 from ..errors import (
     CmanError,
     Conflict,
@@ -93,7 +96,7 @@ from ..models import (
     StdIO,
 )
 from ..validate import check_config_value, check_name
-from . import _lxc_fs, _lxc_net, _proc
+from . import _lxc_net
 from ._lxc_images import DEFAULT_STORE, TEMPLATE_CONFIG_KEYS, ImageStore, created_by, to_image, validate_alias
 from .base import Backend, Feature
 
@@ -225,28 +228,6 @@ def render_config(entries: Sequence[tuple[str, str] | str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _ago(when: datetime | None) -> str:
-    if when is None:
-        return ""
-    secs = max(0, int((datetime.now(UTC) - when).total_seconds()))
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if secs >= size:
-            n = secs // size
-            return f"{n} {unit}{'s' if n != 1 else ''}"
-    return f"{secs} second{'s' if secs != 1 else ''}"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def _parse_time(value: object) -> datetime | None:
-    if isinstance(value, str) and value:
-        with contextlib.suppress(ValueError):
-            return datetime.fromisoformat(value)
-    return None
-
-
 # -- paths and tool calls --------------------------------------------------------------------
 
 
@@ -286,22 +267,9 @@ class Paths:
         return self.dir / "console.log"
 
     @property
-    def output(self) -> Path:
-        return self.dir / "cman.log"
-
-    @property
     def lxclog(self) -> Path:
         return self.dir / "lxc.log"
 
-    @property
-    def stopping(self) -> Path:
-        """Present while cman stops the container on purpose (the job supervisor then
-        leaves the container alone)."""
-        return self.dir / "cman.stopping"
-
-    @property
-    def supervisor_log(self) -> Path:
-        return self.dir / "cman-supervisor.log"
 
 
 def tool(lxcpath: str, name: str, *args: str, timeout: float = 30, check: bool = True) -> _proc.Completed:
@@ -319,26 +287,6 @@ def info(lxcpath: str, name: str) -> tuple[str | None, int | None]:
             return None, None
         raise _proc.ProcError(done.argv, done.returncode, done.stdout, done.stderr)
     return parse_info(done.stdout)
-
-
-def finish_job(lxcpath: str, name: str, run: int, boot: int | None, code: int) -> None:
-    """The container's command exited with ``code``: record it, then stop the container
-    (a kill: its command is what it was for), unless cman is already stopping it or it has
-    been restarted since (another boot, another run)."""
-    paths = Paths(lxcpath, name)
-    if not paths.dir.exists():
-        return
-    with contextlib.suppress(OSError), _lxc_fs.locked(paths.state_lock, timeout=30):
-        state = _lxc_fs.read_json(paths.state) or {}
-        if state.get("run") == run:
-            state.update(exit_code=code, finished=_now(), job_pid=None)
-            _lxc_fs.write_json(paths.state, state)
-    if paths.stopping.exists():
-        return
-    with contextlib.suppress(CmanError):
-        st, pid = info(lxcpath, name)
-        if st in _RUNNING and pid is not None and pid == boot:
-            tool(lxcpath, "lxc-stop", "-n", name, "-k", check=False, timeout=60)
 
 
 class StartFailed(EngineError):
@@ -470,10 +418,10 @@ class LxcBackend(Backend):
             ) from err
 
     def _meta(self, paths: Paths) -> dict[str, Any]:
-        return _lxc_fs.read_json(paths.meta) or {}
+        return _files.read_json(paths.meta) or {}
 
     def _update_state(self, paths: Paths, **changes: Any) -> dict[str, Any]:
-        return _lxc_fs.update_json(paths.state, paths.state_lock, **changes)
+        return _files.update_json(paths.state, paths.state_lock, **changes)
 
     @staticmethod
     def _first_error(paths: Paths, offset: int) -> str:
@@ -617,7 +565,7 @@ class LxcBackend(Backend):
     def _image_users(self, image_id: str) -> list[str]:
         users = []
         for entry in self._container_dirs():
-            meta = _lxc_fs.read_json(Path(self.lxcpath) / entry / "cman.json") or {}
+            meta = _files.read_json(Path(self.lxcpath) / entry / "cman.json") or {}
             if meta.get("image_id") == image_id:
                 users.append(entry)
         return users
@@ -626,7 +574,7 @@ class LxcBackend(Backend):
         """An image name that is one of several names of an image is simply dropped (Docker's
         untag); otherwise the image goes, refused (InUse) while a container of this LXC path
         was made from it, unless ``force``. Containers keep working: their rootfs is a copy."""
-        with _lxc_fs.locked(self._lock_path), self.store.lock():
+        with _files.locked(self._lock_path), self.store.lock():
             meta = self.store.get(ref)
             aliases = [a.removesuffix(":latest") for a in meta.get("aliases", [])]
             if ref.removesuffix(":latest") in aliases and len(aliases) > 1:
@@ -644,7 +592,7 @@ class LxcBackend(Backend):
         under that name, or when ``image rm`` drops one of its names."""
         removed: list[str] = []
         freed = 0
-        with _lxc_fs.locked(self._lock_path), self.store.lock():
+        with _files.locked(self._lock_path), self.store.lock():
             self.store.clean_stale_workdirs()
             for meta in self.store.all():
                 if meta.get("aliases") or self._image_users(str(meta["id"])):
@@ -762,7 +710,7 @@ class LxcBackend(Backend):
             if not key or "=" in key or "\0" in key:
                 raise InvalidValue("-e/--env", key, "bad variable name")
         made = False
-        with _lxc_fs.locked(self._lock_path):
+        with _files.locked(self._lock_path):
             if paths.dir.exists():
                 raise NameInUse(name, "lxc")
             with self.store.lock():
@@ -771,7 +719,7 @@ class LxcBackend(Backend):
                 try:
                     paths.dir.mkdir(mode=0o770)
                     made = True
-                    _lxc_fs.write_json(paths.meta, {
+                    _files.write_json(paths.meta, {
                         "managed": True,
                         "name": name,
                         "image": spec.image,
@@ -785,13 +733,13 @@ class LxcBackend(Backend):
                         "cpus": spec.cpus,
                         "memory": spec.memory,
                         "auto_remove": spec.auto_remove,
-                        "created": _now(),
+                        "created": now_iso(),
                         "network": None,
                         "ip": None,
                         "dns": list(spec.dns),
                         "dns_search": list(spec.dns_search),
                     })
-                    _lxc_fs.write_json(paths.state, {"run": 0, "started": None, "finished": None, "exit_code": None})
+                    _files.write_json(paths.state, {"run": 0, "started": None, "finished": None, "exit_code": None})
                     paths.rootfs.mkdir(mode=0o755)
                     tarball = self.store.tarball_of(image)
                     argv = ["tar", "-xf", str(tarball), "-C", str(paths.rootfs), "--numeric-owner"]
@@ -851,7 +799,7 @@ class LxcBackend(Backend):
             self._write_dns(paths, net, spec)
             meta = self._meta(paths)
             meta.update(network=network, ip=address)
-            _lxc_fs.write_json(paths.meta, meta)
+            _files.write_json(paths.meta, meta)
             self.net_records.save(record)
             try:
                 self._write_config(paths, config)
@@ -860,17 +808,15 @@ class LxcBackend(Backend):
                     self._release_address(paths.name, network)
                 raise
 
-    def _boot(self, paths: Paths) -> tuple[int, int | None]:
-        """Start the container unless it runs; return (run number, init PID)."""
+    def _boot(self, paths: Paths) -> int | None:
+        """Start the container unless it runs; return its init PID."""
         st, pid = self._info(paths)
-        state = _lxc_fs.read_json(paths.state) or {}
         if st in _RUNNING:
-            return int(state.get("run") or 0), pid
-        paths.stopping.unlink(missing_ok=True)
-        run = int(state.get("run") or 0) + 1
-        previous = {k: state.get(k) for k in ("started", "finished", "exit_code")}
+            return pid
+        state = _files.read_json(paths.state) or {}
+        previous = {k: state.get(k) for k in ("started", "finished")}
         network = self._network_up(paths)
-        self._update_state(paths, run=run, started=_now(), finished=None, exit_code=None, boot=None, job_pid=None)
+        self._update_state(paths, started=now_iso(), finished=None)
         try:
             log_offset = paths.lxclog.stat().st_size
         except OSError:
@@ -890,8 +836,7 @@ class LxcBackend(Backend):
             )
         if network is not None and not network.icc and network.bridge:
             self._isolate(paths, pid, network)
-        self._update_state(paths, boot=pid)
-        return run, pid
+        return pid
 
     def _network_up(self, paths: Paths) -> Network | None:
         """The container's network, its bridge and host rules made again if the bridge is
@@ -925,92 +870,96 @@ class LxcBackend(Backend):
         try:
             netfilter.isolate_container(pid, network.bridge)
         except CmanError as err:
-            with contextlib.suppress(OSError):
-                paths.stopping.touch()
             with contextlib.suppress(CmanError):
                 self._tool("lxc-stop", "-n", paths.name, "-k", timeout=60, check=False)
             with contextlib.suppress(CmanError, OSError):
-                self._update_state(paths, finished=_now())
+                self._update_state(paths, finished=now_iso())
             raise EngineError(
                 f"lxc: {paths.name} was stopped: cannot isolate it on its no-ICC network {network.name} ({err})",
                 hint="cman needs root and iproute2's `bridge` and util-linux's `nsenter` for no-ICC networks",
             ) from err
-
-    def _launch_job(self, paths: Paths, command: Sequence[str], run: int, boot: int | None) -> None:
-        """Start the detached supervisor of the container's command; wait until it has
-        started lxc-attach (or failed)."""
-        import select
-
-        from ._lxc_attach import spawn
-
-        rfd, wfd = os.pipe()
-        try:
-            with open(paths.supervisor_log, "ab") as errlog:
-                spawn(
-                    [sys.executable, "-m", "cman.backends._lxc_job", self.lxcpath, paths.name, str(run), str(boot or 0),
-                     str(wfd)],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errlog,
-                    pass_fds=(wfd,), start_new_session=True, close_fds=True,
-                )
-        finally:
-            os.close(wfd)
-        reply = b""
-        try:
-            deadline = time.monotonic() + 30
-            while b"\n" not in reply and time.monotonic() < deadline:
-                ready, _, _ = select.select([rfd], [], [], max(0.0, deadline - time.monotonic()))
-                if not ready:
-                    break
-                chunk = os.read(rfd, 256)
-                if not chunk:
-                    break
-                reply += chunk
-        finally:
-            os.close(rfd)
-        if not reply.startswith(b"ok"):
-            why = reply.decode(errors="replace").strip() or "no answer from its supervisor"
-            raise EngineError(f"lxc: the command of {paths.name} did not start ({why})",
-                              hint=f"see {paths.supervisor_log}")
 
     def start(self, ref: str) -> None:
         paths = self._existing(ref)
         st, _ = self._info(paths)
         if st in _RUNNING:
             return
-        run, boot = self._boot(paths)
+        self._boot(paths)
         command = self._meta(paths).get("command") or []
         if command:
-            self._launch_job(paths, command, run, boot)
+            jobs.launch(self, paths.name, command)
 
     def start_attached(self, ref: str, io: StdIO) -> int:
-        from ._lxc_attach import attach_argv, attach_env, run_attached
-
         paths = self._existing(ref)
         meta = self._meta(paths)
-        run, boot = self._boot(paths)
+        self._boot(paths)
         command = list(meta.get("command") or [])
         if not command and io.stdin is not None:
             command = list(meta.get("default_command") or ["/bin/sh"])
         if not command:
             return 0  # a system container was asked for: it stays up
-        tty = io.tty or bool(meta.get("tty"))
-        argv = attach_argv(self.lxcpath, paths.name, command, attach_env(meta.get("env") or {}, None, tty=tty))
-        code = 130
+        return jobs.run_foreground(self, paths.name, command, io)
+
+    # -- what the job runner needs (cman.jobs.JobHost) ----------------------------------------
+
+    def job_state(self, ref: str) -> State | None:
+        st, _ = self._info(self._paths(ref))
+        return None if st is None else _STATES.get(st, State.UNKNOWN)
+
+    def read_file(self, ref: str, path: str) -> bytes | None:
+        paths = self._paths(ref)
         try:
-            with open(paths.output, "ab") as log:
-                self._update_state(paths, job_pid=os.getpid())
-                code = run_attached(argv, io, tty=tty, log=None if tty else log)
-            return code
-        finally:
-            finish_job(self.lxcpath, paths.name, run, boot, code)
+            return _files.read_beneath(paths.rootfs, path)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise EngineError(f"lxc: cannot read {path} in {ref}: {err.strerror or err}") from err
+
+    def write_file(self, ref: str, path: str, data: bytes) -> None:
+        paths = self._paths(ref)
+        try:
+            _files.write_beneath(paths.rootfs, path, data)
+        except OSError as err:
+            raise EngineError(f"lxc: cannot write {path} in {ref}: {err.strerror or err}") from err
+
+    def exec_attached(self, ref: str, command: Sequence[str], io: StdIO) -> int:
+        from ._lxc_attach import attach_argv, attach_env, run_attached
+
+        meta = self._meta(self._paths(ref))
+        tty = io.tty or bool(meta.get("tty"))
+        argv = attach_argv(self.lxcpath, ref, command, attach_env(meta.get("env") or {}, None, tty=tty))
+        return run_attached(argv, StdIO(io.stdin, io.stdout, io.stderr, tty), tty=tty)
+
+    def exec_detached(self, ref: str, argv: Sequence[str]) -> None:
+        """lxc-attach in a session of its own, not waited for: it lives as long as the job."""
+        from ._lxc_attach import attach_argv, attach_env, spawn
+
+        paths = self._paths(ref)
+        meta = self._meta(paths)
+        full = attach_argv(self.lxcpath, ref, argv, attach_env(meta.get("env") or {}, None, tty=False))
+        with open(paths.lxclog, "ab") as errors:
+            spawn(full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                  start_new_session=True, close_fds=True)
+
+    def halt_signal(self, ref: str) -> int:
+        """``lxc.signal.halt`` of the container's config (the image's template may set it), else SIGPWR."""
+        value = None
+        with contextlib.suppress(OSError):
+            for line in self._paths(ref).config.read_text().splitlines():
+                key, sep, val = line.partition("=")
+                if sep and key.strip() == "lxc.signal.halt":
+                    value = val.strip()
+        return jobs.parse_signal(value)
+
+    def kill(self, ref: str) -> None:
+        with self._boundary(ref, "kill"):
+            self._tool("lxc-stop", "-n", ref, "-k", timeout=60, check=False)
 
     def stop(self, ref: str, *, timeout: float = 10) -> None:
         paths = self._existing(ref)
         st, _ = self._info(paths)
         if st not in _RUNNING:
             return
-        with contextlib.suppress(OSError):
-            paths.stopping.touch()
         grace = max(0, math.ceil(timeout))
         with self._boundary(paths.name, "stop"):
             if grace > 0:
@@ -1024,14 +973,14 @@ class LxcBackend(Backend):
                               hint=f"see {paths.lxclog}")
         if paths.dir.exists():
             with contextlib.suppress(OSError, CmanError):
-                state = _lxc_fs.read_json(paths.state) or {}
+                state = _files.read_json(paths.state) or {}
                 if not state.get("finished"):
-                    self._update_state(paths, finished=_now())
+                    self._update_state(paths, finished=now_iso())
 
     def remove(self, ref: str, *, force: bool = False) -> None:
         paths = self._existing(ref)
         network = self._meta(paths).get("network")
-        with _lxc_fs.locked(self._lock_path):
+        with _files.locked(self._lock_path):
             if not paths.config.exists():  # removed meanwhile (an ephemeral one stopping, another cman)
                 raise ContainerNotFound(ref, "lxc")
             st, _ = self._info(paths)
@@ -1039,8 +988,6 @@ class LxcBackend(Backend):
                 if not force:
                     raise Conflict(f"container {paths.name} is running",
                                    hint=f"stop it first (cman stop lxc:{paths.name}) or use rm -f")
-                with contextlib.suppress(OSError):
-                    paths.stopping.touch()
                 with self._boundary(paths.name, "kill"):
                     self._tool("lxc-stop", "-n", paths.name, "-k", timeout=60, check=False)
                     st, _ = info(self.lxcpath, paths.name)
@@ -1057,20 +1004,24 @@ class LxcBackend(Backend):
             self._release_address(paths.name, str(network))
 
     def _container(self, paths: Paths, st: str | None, pid: int | None) -> Container:
-        meta = _lxc_fs.read_json(paths.meta)
+        meta = _files.read_json(paths.meta)
         managed = bool(meta and meta.get("managed"))
         meta = meta or {}
-        state_file = _lxc_fs.read_json(paths.state) or {}
+        state_file = _files.read_json(paths.state) or {}
         state = _STATES.get(st or "", State.UNKNOWN)
-        started, finished = _parse_time(state_file.get("started")), _parse_time(state_file.get("finished"))
-        exit_code = state_file.get("exit_code")
+        started, finished = parse_time(state_file.get("started")), parse_time(state_file.get("finished"))
+        exit_code: int | None = None
+        if state == State.STOPPED and meta.get("command") and started:
+            exit_code, ended = self._job_end(paths)
+            if ended is not None and (finished is None or ended > finished):
+                finished = ended
         if state == State.STOPPED and managed and not started:
             state, status = State.CREATED, "Created"
         elif state == State.RUNNING:
-            status = f"Up {_ago(started)}" if started else "Up"
+            status = f"Up {ago(started)}" if started else "Up"
         elif state == State.STOPPED:
             code = f" ({exit_code})" if exit_code is not None else ""
-            status = f"Exited{code} {_ago(finished)} ago" if finished else f"Exited{code}"
+            status = f"Exited{code} {ago(finished)} ago" if finished else f"Exited{code}"
         else:
             status = (st or "unknown").lower()
         return Container(
@@ -1081,11 +1032,11 @@ class LxcBackend(Backend):
             state=state,
             status=status,
             managed=managed,
-            created=_parse_time(meta.get("created")),
+            created=parse_time(meta.get("created")),
             command=tuple(meta.get("command") or ()),
             labels=dict(meta.get("labels") or {}),
             pid=pid if state in (State.RUNNING, State.PAUSED) else None,
-            exit_code=exit_code if state == State.STOPPED and isinstance(exit_code, int) else None,
+            exit_code=exit_code,
             addresses={str(meta["network"]): str(meta["ip"])} if meta.get("network") and meta.get("ip") else {},
             extra={
                 "lxc_state": st,
@@ -1101,7 +1052,6 @@ class LxcBackend(Backend):
                 "started_at": state_file.get("started"),
                 "finished_at": state_file.get("finished"),
                 "console_log": str(paths.console),
-                "output_log": str(paths.output),
                 "network": meta.get("network"),
                 "dns": meta.get("dns") or [],
                 "dns_search": meta.get("dns_search") or [],
@@ -1149,60 +1099,43 @@ class LxcBackend(Backend):
         argv = attach_argv(self.lxcpath, paths.name, command, attach_env(meta.get("env") or {}, env, tty=io.tty))
         return run_attached(argv, io, tty=io.tty)
 
-    def _job_alive(self, paths: Paths) -> bool:
-        state = _lxc_fs.read_json(paths.state) or {}
-        pid = state.get("job_pid")
-        if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
-            return False
+    def _job_end(self, paths: Paths) -> tuple[int, datetime | None]:
+        """The job's recorded exit code and when it was recorded (from the rootfs, no tool call)."""
+        from datetime import UTC
+
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+            code = jobs.parse_rc(_files.read_beneath(paths.rootfs, jobs.JOB_RC))
+            st = _files.stat_beneath(paths.rootfs, jobs.JOB_RC)
+        except OSError:
+            return jobs.KILLED_EXIT, None
+        when = datetime.fromtimestamp(st.st_mtime, tz=UTC) if st is not None else None
+        return (jobs.KILLED_EXIT if code is None else code), when
 
     def logs(self, ref: str, *, follow: bool = False) -> Iterator[LogChunk]:
+        """The job's output; for a container without a job, init's console log."""
         paths = self._existing(ref)
-        console = _lxc_fs.TailReader(paths.console)
-        output = _lxc_fs.FrameReader(paths.output)
-
-        def fresh() -> Iterator[LogChunk]:
+        if self._meta(paths).get("command"):
+            yield from jobs.logs(self, paths.name, follow=follow)
+            return
+        console = _files.TailReader(paths.console)
+        while True:
+            running = follow and self.job_state(paths.name) == State.RUNNING
             data = console.read()
             if data:
                 yield LogChunk("stdout", data)
-            for stream, payload in output.read():
-                yield LogChunk(stream, payload)
-
-        yield from fresh()
-        if not follow:
-            return
-        while True:
-            time.sleep(0.25)
-            yield from fresh()
-            if not paths.config.exists():
+            if not running:
                 return
-            st, _ = info(self.lxcpath, paths.name)
-            if st not in _RUNNING and not self._job_alive(paths):
-                yield from fresh()
-                return
+            time.sleep(jobs.POLL)
 
     def wait(self, ref: str) -> int:
         """Until the container stops (it stops when its command exits); the command's exit
         code, or 0 for a container without a command."""
         paths = self._existing(ref)
-        last: int | None = None
-        while True:
-            state = _lxc_fs.read_json(paths.state)
-            if state is not None and isinstance(state.get("exit_code"), int):
-                last = int(state["exit_code"])
-            if not paths.config.exists():  # an ephemeral container destroyed itself
-                return last if last is not None else 0
-            st, _ = info(self.lxcpath, paths.name)
-            started = bool(state and state.get("started"))
-            if st not in _RUNNING and started and not self._job_alive(paths):
-                return last if last is not None else 0
-            time.sleep(0.2)
+        if self._meta(paths).get("command"):
+            return jobs.wait(self, paths.name)
+        while self.job_state(paths.name) not in (None, State.STOPPED, State.DEAD):
+            time.sleep(jobs.POLL)
+        return 0
 
     def init_pid(self, ref: str) -> int | None:
         paths = self._existing(ref)
@@ -1316,7 +1249,7 @@ class LxcBackend(Backend):
         from .. import netfilter
 
         paths = self._paths(container)
-        with _lxc_fs.locked(self._lock_path):
+        with _files.locked(self._lock_path):
             if not paths.config.is_file():
                 return
             self._write_config(paths, _lxc_net.detach_config(paths.config.read_text()))
@@ -1324,7 +1257,7 @@ class LxcBackend(Backend):
             meta = self._meta(paths)
             if meta.get("network") == network:
                 meta.update(network=None, ip=None)
-                _lxc_fs.write_json(paths.meta, meta)
+                _files.write_json(paths.meta, meta)
             st, pid = self._info(paths)
             if st in _RUNNING and pid is not None and bridge:
                 with contextlib.suppress(CmanError):

@@ -83,7 +83,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlparse
 
-from .. import _tty
+from .. import jobs
+from .._sys import tty as _tty
+from .._sys import unixhttp as _http
+from .._sys.retry import idempotent
 from ..errors import (
     CmanError,
     Conflict,
@@ -113,8 +116,7 @@ from ..models import (
     StdIO,
 )
 from ..validate import check_name
-from . import _http, _lxd_net, _reach
-from ._retry import idempotent
+from . import _lxd_net, _reach
 from .base import Backend, Feature
 
 if TYPE_CHECKING:
@@ -143,27 +145,11 @@ CFG_INTERACTIVE = "user.cman.interactive"
 CFG_LABEL = "user.cman.label."
 CFG_ENV = "environment."
 
-JOB_DIR = "/var/log/cman"
-JOB_OUT = f"{JOB_DIR}/job.out"
-JOB_ERR = f"{JOB_DIR}/job.err"
-JOB_RC = f"{JOB_DIR}/job.rc"
 DEFAULT_SHELL = ("/bin/sh",)
-JOB_WRAPPER = (
-    f'd={JOB_DIR}; mkdir -p "$d" || exit 125; rm -f "$d/job.rc"; trap : HUP INT TERM; '
-    '"$@" >>"$d/job.out" 2>>"$d/job.err" </dev/null; '
-    'rc=$?; echo "$rc" >"$d/job.rc.new" && mv -f "$d/job.rc.new" "$d/job.rc"; '
-    "poweroff -f 2>/dev/null || poweroff 2>/dev/null || kill -s PWR 1"
-)
-"""The detached job's wrapper: a constant; CMD arrives as "$@" (``sh -c WRAPPER cman-job CMD...``)."""
-JOB_ARGV0 = "cman-job"
-
-KILLED_EXIT = 137
-"""Exit code reported for a job that was killed before it could record its own (128+SIGKILL)."""
 POLL = 0.25
 BUSY_WAIT = 15.0
 """How long to wait for LXD's own start/stop of an instance to finish before giving up."""
 LOG_POLL = 0.3
-TAP_LIMIT = 1 << 20
 
 _STATES = {
     "running": State.RUNNING,
@@ -559,15 +545,6 @@ def _image_from_raw(raw: Mapping[str, Any]) -> Image:
 def cpu_allowance(cpus: float) -> str:
     """``--cpus`` as a CFS quota, Docker's meaning: 0.5 -> "50ms/100ms", 2 -> "200ms/100ms"."""
     return f"{max(1, round(cpus * 100))}ms/100ms"
-
-
-def _parse_rc(data: bytes | None) -> int | None:
-    if data is None:
-        return None
-    try:
-        return int(data.strip())
-    except ValueError:
-        return None
 
 
 # -- the backend ---------------------------------------------------------------------------
@@ -1172,29 +1149,18 @@ class LxdBackend(Backend):
         return True
 
     def start(self, ref: str) -> None:
-        """Boot the container, set up its network, and start its job detached (see the module docstring)."""
+        """Boot the container, set up its network, and launch its job (see :mod:`cman.jobs`)."""
         with _boundary(container=ref, action="start"):
-            if self._boot(ref):
-                raw = self._raw(ref)
+            booted = self._boot(ref)
+            raw = self._raw(ref) if booted else None
+            if raw is not None:
                 self._network_up(ref, raw)
-                command = _command_of(raw.get("config") or {})
-                if command:
-                    self._launch_job(ref, command)
-
-    def _launch_job(self, ref: str, command: Sequence[str]) -> None:
-        body = {
-            "command": ["/bin/sh", "-c", JOB_WRAPPER, JOB_ARGV0, *command],
-            "environment": {},
-            "wait-for-websocket": False,
-            "interactive": False,
-            "record-output": False,
-        }
-        self.client.api.instances[ref].exec.post(json=body)
+        command = _command_of(raw.get("config") or {}) if raw is not None else ()
+        if command:
+            jobs.launch(self, ref, command)
 
     def start_attached(self, ref: str, io: StdIO) -> int:
-        """Boot, run the job in the foreground, record its code and output, stop the container."""
-        from . import _lxd_ws
-
+        """Boot, then run the job in the foreground (see :func:`cman.jobs.run_foreground`)."""
         with _boundary(container=ref, action="start"):
             booted = self._boot(ref)
             raw = self._raw(ref)
@@ -1205,27 +1171,55 @@ class LxdBackend(Backend):
             if io.stdin is None:
                 return 0  # a plain system container: booted, left running
             command = DEFAULT_SHELL
-        taps = (_lxd_ws.OutputTap(TAP_LIMIT), _lxd_ws.OutputTap(TAP_LIMIT))
-        try:
-            code = self._exec(ref, command, io, env=None, taps=taps)
-        except Interrupted:
-            # The job got the signal (see _exec); cman stops waiting for it, so the container
-            # goes down too rather than run on unattended. --rm then removes it (lifecycle).
-            with contextlib.suppress(CmanError), _boundary(container=ref, action="stop"):
-                self._set_state(ref, "stop", force=True)
-            raise
-        with contextlib.suppress(CmanError), _boundary(container=ref, action="record the job"):
-            self._record_job(ref, code, taps)
+        return jobs.run_foreground(self, ref, command, io)
+
+    # -- what the job runner needs (cman.jobs.JobHost) ----------------------------------------
+
+    def job_state(self, ref: str) -> State | None:
+        from pylxd import exceptions as lxd_exc
+
+        with _boundary(container=ref):
+            try:
+                return _state_of(self._raw(ref))
+            except lxd_exc.NotFound:
+                return None
+
+    def read_file(self, ref: str, path: str) -> bytes | None:
+        with _boundary(container=ref, action=f"read {path}"):
+            return self._file(ref, path)
+
+    def write_file(self, ref: str, path: str, data: bytes) -> None:
+        from pylxd import exceptions as lxd_exc
+
+        with _boundary(container=ref, action=f"write {path}"):
+            try:
+                self._put_file(ref, path, data)
+            except lxd_exc.LXDAPIException:  # a folder on the way is missing: make them, once
+                parts = path.strip("/").split("/")[:-1]
+                for i in range(1, len(parts) + 1):
+                    self._mkdir(ref, "/" + "/".join(parts[:i]))
+                self._put_file(ref, path, data)
+
+    def exec_attached(self, ref: str, command: Sequence[str], io: StdIO) -> int:
+        return self._exec(ref, command, io, env=None)
+
+    def exec_detached(self, ref: str, argv: Sequence[str]) -> None:
+        body = {
+            "command": list(argv),
+            "environment": {},
+            "wait-for-websocket": False,
+            "interactive": False,
+            "record-output": False,
+        }
+        with _boundary(container=ref, action="start the job"):
+            self.client.api.instances[ref].exec.post(json=body)
+
+    def halt_signal(self, ref: str) -> int:
+        return jobs.DEFAULT_HALT
+
+    def kill(self, ref: str) -> None:
         with contextlib.suppress(ContainerNotFound), _boundary(container=ref, action="stop"):
             self._set_state(ref, "stop", force=True)
-        return code
-
-    def _record_job(self, ref: str, code: int, taps: tuple[_lxd_ws.OutputTap, _lxd_ws.OutputTap]) -> None:
-        self._mkdir(ref, JOB_DIR)
-        for path, tap in ((JOB_OUT, taps[0]), (JOB_ERR, taps[1])):
-            old = self._file(ref, path) or b""
-            self._put_file(ref, path, old + bytes(tap.data))
-        self._put_file(ref, JOB_RC, f"{code}\n".encode())
 
     @idempotent(_is_transient)
     def stop(self, ref: str, *, timeout: float = 10) -> None:
@@ -1268,9 +1262,9 @@ class LxdBackend(Backend):
                     self._set_state(ref, "restart", force=True)
             raw = self._raw(ref)
             self._network_up(ref, raw)  # a new veth: address checked, port isolated again
-            command = _command_of(raw.get("config") or {})
-            if command:
-                self._launch_job(ref, command)
+        command = _command_of(raw.get("config") or {})
+        if command:
+            jobs.launch(self, ref, command)
 
     def remove(self, ref: str, *, force: bool = False) -> None:
         with _boundary(container=ref, action="remove"):
@@ -1327,12 +1321,10 @@ class LxdBackend(Backend):
             return _container_from_raw(raw, exit_code)
 
     def _exit_code(self, ref: str, raw: Mapping[str, Any]) -> int | None:
-        """The job's recorded exit code, KILLED_EXIT when it was killed before recording one,
-        None for a container without a job."""
+        """The job's recorded exit code; None for a container without a job."""
         if not _command_of(raw.get("config") or {}):
             return None
-        rc = _parse_rc(self._file(ref, JOB_RC))
-        return KILLED_EXIT if rc is None else rc
+        return jobs.exit_code(self, ref)
 
     def exec(
         self,
@@ -1354,7 +1346,6 @@ class LxdBackend(Backend):
         io: StdIO,
         *,
         env: dict[str, str] | None,
-        taps: tuple[_lxd_ws.OutputTap, _lxd_ws.OutputTap] | None = None,
     ) -> int:
         from . import _lxd_ws
 
@@ -1368,8 +1359,7 @@ class LxdBackend(Backend):
         }
         if io.tty:
             environment.setdefault("TERM", os.environ.get("TERM") or "xterm")
-            fd = _tty.fileno(io.stdout) if _tty.is_terminal(io.stdout) else _tty.fileno(io.stdin)
-            size = _tty.window_size(fd) if fd is not None else None
+            size = _tty.window_size(_tty.terminal_fd(io))
             rows, cols = size or (24, 80)
             body["width"], body["height"] = cols, rows
         with _boundary(container=ref, action="exec"):
@@ -1379,7 +1369,7 @@ class LxdBackend(Backend):
             dial, host = self._dial()
             channels = _lxd_ws.connect_channels(dial, host, urlparse(operation).path, fds, pty=io.tty)
         try:
-            produced = _lxd_ws.pump(channels, io, pty=io.tty, taps=taps)
+            produced = _lxd_ws.pump(channels, io, pty=io.tty)
         except Interrupted as err:
             with contextlib.suppress(OSError):
                 _lxd_ws.send_signal(channels.control, int(getattr(signal.Signals, err.signame, signal.SIGINT)))
@@ -1421,20 +1411,7 @@ class LxdBackend(Backend):
         if not _command_of(raw.get("config") or {}):
             yield from self._console_log(ref, follow=follow)
             return
-        offsets = {JOB_OUT: 0, JOB_ERR: 0}
-        while True:
-            with _boundary(container=ref, action="logs"):
-                running = follow and _state_of(self._raw(ref)) == State.RUNNING
-                for path, stream in ((JOB_OUT, "stdout"), (JOB_ERR, "stderr")):
-                    data = self._file(ref, path) or b""
-                    if len(data) < offsets[path]:  # rewritten: start over
-                        offsets[path] = 0
-                    if len(data) > offsets[path]:
-                        yield LogChunk(stream, data[offsets[path] :])  # type: ignore[arg-type]
-                        offsets[path] = len(data)
-            if not running:
-                return
-            time.sleep(LOG_POLL)
+        yield from jobs.logs(self, ref, follow=follow)
 
     def _console_log(self, ref: str, *, follow: bool) -> Iterator[LogChunk]:
         """The console log: LXD serves it for a stopped container (for a running one, 5.0 fails)."""
@@ -1456,36 +1433,15 @@ class LxdBackend(Backend):
             time.sleep(LOG_POLL)
 
     def wait(self, ref: str) -> int:
-        """Block until the container stops (its job ended and powered it off, or someone
-        stopped it); return the job's exit code (0 for a container without a job)."""
-        from pylxd import exceptions as lxd_exc
-
-        seen: int | None = None
+        """Block until the container stops (its job ended, or someone stopped it); the job's
+        exit code (0 for a container without a job)."""
         with _boundary(container=ref, action="wait"):
             raw = self._raw(ref)
-            ephemeral = bool(raw.get("ephemeral"))
-            has_job = bool(_command_of(raw.get("config") or {}))
-            while True:
-                try:
-                    raw = self._raw(ref)
-                except lxd_exc.NotFound:
-                    if seen is not None:
-                        return seen
-                    raise EngineError(
-                        f"lxd: container {ref} was removed before its exit code could be read"
-                    ) from None
-                if _state_of(raw) == State.STOPPED:
-                    break
-                if ephemeral and has_job and _state_of(raw) == State.RUNNING:
-                    seen = _parse_rc(self._file(ref, JOB_RC))
+        if not _command_of(raw.get("config") or {}):
+            while self.job_state(ref) not in (None, State.STOPPED, State.DEAD):
                 time.sleep(POLL)
-            if not has_job:
-                return 0
-            try:
-                rc = self._exit_code(ref, raw)
-            except lxd_exc.NotFound:
-                rc = seen
-        return KILLED_EXIT if rc is None else rc
+            return 0
+        return jobs.wait(self, ref)
 
     @idempotent(_is_transient)
     def init_pid(self, ref: str) -> int | None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cman.backends import _lxc_images, _proc, lxc
+from cman._sys import proc as _proc
+from cman.backends import _lxc_images, lxc
 from cman.errors import ImageNotFound, InUse, InvalidName, InvalidValue
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from cman.backends import _lxc_net, _proc, lxc
+from cman._sys import proc as _proc
+from cman.backends import _lxc_net, lxc
 from cman.backends.base import Feature
 from cman.errors import Conflict, EngineError, InvalidName, InvalidValue, NetworkNotFound
 from cman.models import ContainerSpec

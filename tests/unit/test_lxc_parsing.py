@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cman.backends import _lxc_fs, lxc
+from cman._sys import files as _lxc_fs
+from cman._sys.times import ago
+from cman.backends import lxc
 from cman.cgroups import CgroupLayout, CgroupMounts
 from cman.errors import Unsupported
 
@@ -124,23 +126,7 @@ def test_config_entries_of_a_container(tmp_path: Path) -> None:
     assert "lxc.ephemeral = 1" in text
 
 
-# -- framed output log ----------------------------------------------------------------------------
-
-
-def test_frame_reader_keeps_order_and_partial_records(tmp_path: Path) -> None:
-    log = tmp_path / "cman.log"
-    data = _lxc_fs.frame(1, b"out1\n") + _lxc_fs.frame(2, b"err1\n") + _lxc_fs.frame(1, b"out2\n")
-    log.write_bytes(data[:-3])
-    reader = _lxc_fs.FrameReader(log)
-    assert reader.read() == [("stdout", b"out1\n"), ("stderr", b"err1\n")]
-    with open(log, "ab") as fh:
-        fh.write(data[-3:])
-    assert reader.read() == [("stdout", b"out2\n")]
-    assert reader.read() == []
-
-
-def test_frame_reader_missing_file(tmp_path: Path) -> None:
-    assert _lxc_fs.FrameReader(tmp_path / "nope").read() == []
+# -- files ----------------------------------------------------------------------------------------
 
 
 def test_tail_reader_restarts_after_truncation(tmp_path: Path) -> None:
@@ -176,10 +162,10 @@ def test_ago_text() -> None:
     from datetime import UTC, datetime, timedelta
 
     now = datetime.now(UTC)
-    assert lxc._ago(now - timedelta(seconds=5)) in ("5 seconds", "6 seconds")
-    assert lxc._ago(now - timedelta(minutes=3, seconds=2)) == "3 minutes"
-    assert lxc._ago(now - timedelta(hours=1)) == "1 hour"
-    assert lxc._ago(None) == ""
+    assert ago(now - timedelta(seconds=5)) in ("5 seconds", "6 seconds")
+    assert ago(now - timedelta(minutes=3, seconds=2)) == "3 minutes"
+    assert ago(now - timedelta(hours=1)) == "1 hour"
+    assert ago(None) == ""
 
 
 def test_first_error_of_this_start_is_the_cause(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from cman.backends import _lxc_attach, _proc, lxc
+from cman._sys import proc as _proc
+from cman.backends import _lxc_attach, lxc
 from cman.errors import ContainerNotFound, InvalidName, InvalidValue, UsageError
 from cman.models import ContainerSpec, StdIO
 

@@ -9,9 +9,11 @@ import json
 import socket
 import struct
 import threading
+from typing import IO, cast
 
 import pytest
 
+from cman._sys.tty import Tee
 from cman.backends import _lxd_ws as ws
 from cman.models import StdIO
 
@@ -145,8 +147,9 @@ def test_pump_without_pty() -> None:
     t = threading.Thread(target=remote)
     t.start()
     out, err = io.BytesIO(), io.BytesIO()
-    taps = (ws.OutputTap(8), ws.OutputTap(8))
-    produced = ws.pump(channels, StdIO(io.BytesIO(b"the input"), out, err), pty=False, taps=taps)
+    taps = (Tee(out, 8), Tee(err, 8))
+    produced = ws.pump(channels, StdIO(io.BytesIO(b"the input"), cast(IO[bytes], taps[0]),
+                                       cast(IO[bytes], taps[1])), pty=False)
     t.join()
     assert out.getvalue() == b"out-1 out-2"
     assert err.getvalue() == b"err"

@@ -370,7 +370,7 @@ def test_list_and_remove_rules_use_the_tag(monkeypatch: pytest.MonkeyPatch) -> N
 
     def fake_run(argv: Any, *, check: bool = True) -> Any:
         ran.append(tuple(argv))
-        from cman.backends._proc import Completed
+        from cman._sys.proc import Completed
 
         return Completed(tuple(argv), 0, listing if "-S" in argv else "", "")
 

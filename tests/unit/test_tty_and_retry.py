@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from cman._tty import pump_socket
-from cman.backends import _retry
+from cman._sys import retry as _retry
+from cman._sys.tty import pump_socket
 from cman.models import StdIO
 
 
