@@ -1,4 +1,4 @@
-"""Verbs made of several backend calls: ``run`` and ``ensure_image``.
+"""Verbs made of several backend calls: ``run``, ``ensure_image``, ``create_network``, ``remove_network``.
 
 This is where "nothing is lost or leaked" is kept: a run whose start fails
 removes the container it made, and ``remove=True`` (``--rm``) removes it also
@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from .backends.base import Backend
-from .errors import CmanError, ImageNotFound, Interrupted
+from .backends.base import Backend, Feature
+from .errors import CmanError, Conflict, ImageNotFound, Interrupted, NetworkNotFound
 from .models import Container, ContainerSpec, PullProgress, State, StdIO
+from .network.host import host_conflicts, host_lock, overlap_error, read_host, resolve
+from .network.spec import Network, NetworkSpec, NetworkSpecConflict, spec_diff
 
 ProgressFn = Callable[[PullProgress], None]
 _CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -117,3 +119,59 @@ def _ever_started(backend: Backend, ref: str) -> bool:
         return backend.inspect(ref).state != State.CREATED
     except CmanError:
         return False
+
+
+# -- networks: checked against the host under the network lock (see cman.network) ----------------
+
+
+def find(backend: Backend, name: str) -> Network | None:
+    try:
+        return backend.network_inspect(name)
+    except NetworkNotFound:
+        return None
+
+
+def check_static(backend: Backend, spec: NetworkSpec) -> None:
+    """Every check that needs neither an engine nor host state beyond a route read."""
+    backend.require(Feature.NETWORKS)
+    if not spec.icc:
+        backend.require(Feature.NO_ICC)
+    type(backend).validate_network_spec(spec)
+    early = host_conflicts(spec, read_host(), defer_bridges=True)
+    if early:
+        raise overlap_error(spec, early)
+
+
+def create_network(backend: Backend, spec: NetworkSpec, *, others: Iterable[Network] = ()) -> tuple[Network, bool]:
+    """Create ``spec`` on ``backend`` unless an identical network exists: (network, created).
+
+    ``others`` are networks of other backends on this host that must not overlap.
+    Raises NetworkSpecConflict (same name, other spec), InvalidValue (overlap,
+    pool exhausted), Conflict (bridge interface taken), Unsupported.
+    """
+    check_static(backend, spec)
+    with host_lock():
+        existing = find(backend, spec.name)
+        if existing is not None:
+            diff = spec_diff(existing, spec)
+            if diff:
+                raise NetworkSpecConflict(spec.name, backend.name, diff)
+            return existing, False
+        host = read_host()
+        bridge = spec.bridge or type(backend).default_bridge_name(spec.name)
+        if bridge in host.links:
+            raise Conflict(
+                f"interface {bridge} already exists on this host and belongs to no {backend.name} network {spec.name}",
+                hint="choose another --bridge, or remove that interface",
+            )
+        peers = [n for n in backend.networks() if n.name != spec.name]
+        resolved = resolve(spec, bridge=bridge, host=host, others=[*peers, *others])
+        type(backend).validate_network_spec(resolved)
+        return backend.network_create(resolved), True
+
+
+def remove_network(backend: Backend, name: str, *, force: bool = False) -> None:
+    """Remove a network (InUse while containers are attached, unless ``force``)."""
+    backend.require(Feature.NETWORKS)
+    with host_lock():
+        backend.network_remove(name, force=force)

@@ -6,11 +6,8 @@ How a sample is taken, and why it is cheap:
 1. **One listing call per backend** (:meth:`Backend.containers`) gives every
    container with its state and, where the engine's listing has it, its init PID
    (LXD's ``/1.0/instances?recursion=2`` and ``lxc-ls -F PID`` do).
-2. **PIDs the listing lacks** (Docker's ``/containers/json`` has none) come from
-   :data:`PID_LOCATORS`: for a local Docker, containerd's ``init.pid`` file of the
-   container's task (one small file read instead of an ``inspect`` call per
-   container: ~0.03 ms against ~0.65 ms wall and 0.3 ms of our CPU); otherwise
-   :meth:`Backend.init_pid`.
+2. **PIDs the listing lacks** come from :meth:`Backend.init_pids`, which each engine
+   makes as cheap as it can (Docker reads containerd's ``init.pid`` files).
 3. **The cgroup is resolved from the PID** (``/proc/PID/cgroup``) and its
    counters are read from the host's cgroup files by :mod:`cman.cgroups` - never
    from a name (``lxc.payload.NAME`` is not a safe key).
@@ -20,7 +17,7 @@ A rate needs two readings, so the first sample of a container is unknown
 one full CPU, as in ``docker stats``; ``host_percent`` divides by the online CPUs.
 
 Cgroup files are read from this host, so a backend whose engine runs elsewhere
-(``DOCKER_HOST=tcp://...``, ``CMAN_LXD_ENDPOINT``) is refused with
+(:meth:`Backend.locality`) lacks ``Feature.CPU_STATS`` and is refused with
 :class:`~cman.errors.Unsupported` rather than reporting another host's PIDs.
 """
 
@@ -28,19 +25,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from . import backends as _registry
-from .backends.base import Backend
+from .backends.base import Backend, Feature
 from .cgroups import CgroupReader, CpuSample, CpuSampler, Prefer, SampleStatus
-from .cgroups import _fs as _cgroup_fs
-from .errors import CmanError, ContainerNotFound, EngineUnavailable, InvalidValue, Unsupported
+from .errors import CmanError, EngineUnavailable, InvalidValue
 from .models import Container, State
 
 STOPPED = "stopped"
@@ -245,104 +239,6 @@ class Backends:
         self._loaded.clear()
 
 
-def _loopback_url(url: str) -> bool:
-    from urllib.parse import urlparse
-
-    host = urlparse(url.replace("tcp://", "http://", 1)).hostname or ""
-    return host == "localhost" or host.startswith("127.") or host == "::1"
-
-
-def remote_reason(backend: str) -> str | None:
-    """Why ``backend``'s containers are not on this host, or None when they are.
-
-    cgroup files and PIDs are only meaningful for engines on this machine; an
-    endpoint on loopback is this machine.
-    """
-    from .backends import _reach
-
-    docker_host = os.environ.get("DOCKER_HOST", "")
-    if backend == "docker" and _reach.docker_socket() is None and not _loopback_url(docker_host):
-        return f"DOCKER_HOST={docker_host} is a remote engine"
-    lxd_endpoint = os.environ.get("CMAN_LXD_ENDPOINT", "").strip()
-    if backend == "lxd" and lxd_endpoint and not _loopback_url(lxd_endpoint):
-        return f"CMAN_LXD_ENDPOINT={lxd_endpoint} is a remote engine"
-    return None
-
-
-def require_local(backend: str) -> None:
-    reason = remote_reason(backend)
-    if reason:
-        raise Unsupported(backend, "CPU stats", f"{reason}; cman reads the cgroup files of this host")
-
-
-# -- init PIDs the listing lacks ---------------------------------------------------------
-
-PidLocator = Callable[[Backend, Sequence[Container]], dict[str, int | None]]
-
-DOCKER_TASK_DIRS = (
-    Path("/run/docker/containerd/daemon/io.containerd.runtime.v2.task/moby"),  # dockerd's own containerd
-    Path("/run/containerd/io.containerd.runtime.v2.task/moby"),  # a system containerd (docker-ce)
-)
-"""Where containerd's runc shim writes ``ID/init.pid`` for Docker's containers (namespace "moby")."""
-
-
-def _read_pid_file(path: Path) -> int | None:
-    try:
-        text = _cgroup_fs.read_text(path).strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() and int(text) > 0 else None
-
-
-def generic_pids(backend: Backend, containers: Sequence[Container]) -> dict[str, int | None]:
-    """The listing's PID, else one :meth:`Backend.init_pid` call per running container."""
-    out: dict[str, int | None] = {}
-    for c in containers:
-        if c.pid is not None or c.state not in _RUNNING:
-            out[c.id] = c.pid
-            continue
-        try:
-            out[c.id] = backend.init_pid(c.id)
-        except ContainerNotFound:
-            out[c.id] = None  # removed since the listing
-    return out
-
-
-def docker_pids(backend: Backend, containers: Sequence[Container]) -> dict[str, int | None]:
-    """Docker's listing has no PIDs: read containerd's ``init.pid`` per running container.
-
-    The file is written by the shim when the task starts and removed with the
-    task, so a restarted container shows its new PID (the sampler then reports
-    ``restarted``). Containers whose file is not found (another runtime, a
-    different exec-root) fall back to ``inspect``.
-    """
-    out: dict[str, int | None] = {}
-    missing: list[Container] = []
-    for c in containers:
-        if c.pid is not None or c.state not in _RUNNING:
-            out[c.id] = c.pid
-            continue
-        pid = None
-        for root in DOCKER_TASK_DIRS:
-            pid = _read_pid_file(root / c.id / "init.pid")
-            if pid is not None:
-                break
-        if pid is None:
-            missing.append(c)
-        out[c.id] = pid
-    if missing:
-        out.update(generic_pids(backend, missing))
-    return out
-
-
-PID_LOCATORS: dict[str, PidLocator] = {"docker": docker_pids}
-"""Backend -> a cheaper way to find init PIDs than one engine call per container."""
-
-
-def locate_pids(backend: Backend, containers: Sequence[Container]) -> dict[str, int | None]:
-    return PID_LOCATORS.get(backend.name, generic_pids)(backend, containers)
-
-
 # -- collecting ---------------------------------------------------------------------------
 
 
@@ -419,7 +315,7 @@ class StatsCollector:
     def _list(self, backend: Backend) -> tuple[list[Container], dict[str, int | None]]:
         listing = backend.containers(all=self.selection.all or bool(self.selection.refs))
         chosen = self._select(backend.name, backend, listing)
-        return chosen, locate_pids(backend, chosen)
+        return chosen, backend.init_pids(chosen)
 
     def discover(self) -> tuple[list[Target], list[str], dict[str, str]]:
         """One listing per backend -> (targets, backends that answered, errors by backend).
@@ -432,8 +328,9 @@ class StatsCollector:
         loaded: list[Backend] = []
         for bname in names:  # imports happen here, in this thread, one after the other
             try:
-                require_local(bname)
-                loaded.append(self.source.backend(bname))
+                backend = self.source.backend(bname)
+                backend.require(Feature.CPU_STATS, "cman reads the cgroup files of this host")
+                loaded.append(backend)
             except CmanError as err:
                 results[bname] = err
 

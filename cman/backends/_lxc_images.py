@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .. import images
 from .._sys import files as _lxc_fs
 from ..errors import ImageNotFound, InvalidName, InvalidValue
 from ..models import Image
@@ -41,9 +42,6 @@ _MAGIC = (
     (b"BZh", ".bz2"),
 )
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_ELF_MACHINES = {3: "i686", 8: "mips", 20: "ppc", 21: "ppc64le", 22: "s390x", 40: "armv7l", 62: "x86_64",
-                 183: "aarch64", 243: "riscv64"}
-_ARCH_PROBES = ("bin/busybox", "sbin/init", "bin/sh", "bin/bash", "usr/bin/env", "bin/ls", "usr/bin/ls")
 _INITS = ("sbin/init",)
 
 TEMPLATE_CONFIG_KEYS = ("lxc.signal.halt", "lxc.signal.reboot", "lxc.signal.stop", "lxc.mount.entry", "lxc.autodev")
@@ -124,14 +122,11 @@ def scan_tarball(path: Path) -> Scan:
                 if name == "rootfs" or name.startswith("rootfs/"):
                     raw_prefix = "./rootfs" if member.name.startswith("./") else "rootfs"
                 inner = name.removeprefix("rootfs/")
-                if member.isfile() and inner in _ARCH_PROBES and inner not in arch:
+                if member.isfile() and inner in images.ARCH_PROBES and inner not in arch:
                     fh = tar.extractfile(member)
-                    head = fh.read(20) if fh is not None else b""
-                    if head[:4] == b"\x7fELF" and len(head) >= 20:
-                        number = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
-                        machine = _ELF_MACHINES.get(number)
-                        if machine:
-                            arch[inner] = machine
+                    machine = images.elf_architecture(fh.read(20) if fh is not None else b"")
+                    if machine:
+                        arch[inner] = machine
                 elif member.isfile() and name == "metadata.yaml":
                     fh = tar.extractfile(member)
                     text = fh.read(65536).decode("utf-8", "replace") if fh is not None else ""
@@ -146,13 +141,13 @@ def scan_tarball(path: Path) -> Scan:
     def has(rel: str) -> bool:
         return f"{strip}{rel}" in names
 
-    found_arch = lxd_arch or next((arch[p] for p in _ARCH_PROBES if p in arch), None)
+    found_arch = lxd_arch or next((arch[p] for p in images.ARCH_PROBES if p in arch), None)
     return Scan(
         prefix=prefix,
         has_init=any(has(i) for i in _INITS),
         has_sh=has("bin/sh"),
         unpacked_size=size,
-        architecture={"amd64": "x86_64", "arm64": "aarch64"}.get(found_arch or "", found_arch),
+        architecture=images.normalize_arch(found_arch),
     )
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._sys import files as _lxc_fs
-from ..errors import Conflict, EngineError, InvalidName, NetworkNotFound
+from ..errors import EngineError, InvalidName, NetworkNotFound
 
 if TYPE_CHECKING:
     from ..network import Network, NetworkSpec
@@ -178,28 +178,15 @@ def allocate(record: dict[str, Any], container: str, requested: str | None,
              alive: Callable[[str], bool]) -> str:
     """Give ``container`` an address on the network and record it in ``record`` (not saved).
 
-    ``requested`` (``--ip``, already checked with check_container_ip) must be free;
-    otherwise the first free host of the subnet that is not the gateway is taken.
-    Stale allocations (``alive`` says their container is gone) are dropped first.
-    Raises Conflict when the address is taken or the subnet is full.
+    Stale allocations (``alive`` says their container is gone) are dropped first; the
+    choice is :func:`cman.network.alloc.allocate`'s.
     """
-    import ipaddress
+    from ..network.alloc import allocate as choose
 
     allocations = live_allocations(record, alive)
     allocations.pop(container, None)  # an earlier container of that name is gone
     holders = {ip: c for c, ip in allocations.items()}
-    name, subnet = record["name"], ipaddress.IPv4Network(record["subnet"])
-    if requested is not None:
-        address = str(ipaddress.IPv4Address(requested))
-        if address in holders:
-            raise Conflict(f"address {address} on network {name} is in use by container {holders[address]}",
-                           hint="choose another --ip, or leave --ip out and cman picks a free one")
-    else:
-        gateway = record.get("gateway")
-        address = next((str(h) for h in subnet.hosts() if str(h) != gateway and str(h) not in holders), "")
-        if not address:
-            raise Conflict(f"network {name} has no free address left in {subnet}",
-                           hint="remove containers from it, or use a network with a larger subnet")
+    address = choose(str(record["name"]), str(record["subnet"]), record.get("gateway"), holders, requested)
     allocations[container] = address
     record["allocations"] = allocations
     return address

@@ -7,7 +7,7 @@ Image references understood by the LXD backend, tried in this order:
 
 1. a local alias (``cmantest-bb``, ``debian/12``, even ``images:debian/12`` once pulled),
 2. a local fingerprint or a unique prefix of at least 8 hex digits,
-3. a short name from :data:`DEFAULT_IMAGE_MAP` (``ubuntu``, ``debian:12`` ...), which
+3. a short name of :data:`cman.images.SHORT_NAMES` (``ubuntu``, ``debian:12`` ...), which
    stands for a remote reference,
 4. ``REMOTE:ALIAS`` with REMOTE one of :data:`DEFAULT_REMOTES` (``images:debian/12``),
 5. ``https://HOST[:PORT][/PATH]:ALIAS`` - a simplestreams image server by URL
@@ -16,9 +16,8 @@ Image references understood by the LXD backend, tried in this order:
 A pulled image gets the local alias of the canonical remote reference, e.g.
 ``images:debian/12``, so the next ``run debian:12`` finds it without pulling.
 
-The short-name map can be changed without editing cman: ``CMAN_LXD_IMAGE_MAP`` holds
-a JSON object whose entries are added to (or replace) the defaults, e.g.
-``{"alpine": "images:alpine/3.20"}``; ``CMAN_LXD_REMOTES`` does the same for remotes
+The short-name map is :mod:`cman.images`'s (``CMAN_LXD_IMAGE_MAP`` extends it);
+``CMAN_LXD_REMOTES`` adds remotes
 (``{"mirror": "https://10.201.0.1:8443"}``).
 """
 
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import images
 from ..errors import InvalidName, InvalidValue
 
 ENV_IMAGE_MAP = "CMAN_LXD_IMAGE_MAP"
@@ -49,41 +49,9 @@ DEFAULT_REMOTES: Mapping[str, str] = {
 }
 """Remote name -> simplestreams server, as the ``lxc`` client ships them."""
 
-DEFAULT_IMAGE_MAP: Mapping[str, str] = {
-    "ubuntu": "images:ubuntu/22.04",
-    "ubuntu:latest": "images:ubuntu/22.04",
-    "ubuntu:20.04": "images:ubuntu/20.04",
-    "ubuntu:22.04": "images:ubuntu/22.04",
-    "ubuntu:24.04": "images:ubuntu/24.04",
-    "ubuntu:focal": "images:ubuntu/focal",
-    "ubuntu:jammy": "images:ubuntu/jammy",
-    "ubuntu:noble": "images:ubuntu/noble",
-    "debian": "images:debian/12",
-    "debian:latest": "images:debian/12",
-    "debian:11": "images:debian/11",
-    "debian:12": "images:debian/12",
-    "debian:bullseye": "images:debian/bullseye",
-    "debian:bookworm": "images:debian/bookworm",
-    "alpine": "images:alpine/3.19",
-    "alpine:latest": "images:alpine/3.19",
-    "alpine:3.18": "images:alpine/3.18",
-    "alpine:3.19": "images:alpine/3.19",
-    "alpine:edge": "images:alpine/edge",
-    "busybox": "images:busybox/1.36.1",
-    "fedora": "images:fedora/39",
-    "fedora:39": "images:fedora/39",
-    "archlinux": "images:archlinux",
-    "rockylinux:9": "images:rockylinux/9",
-    "almalinux:9": "images:almalinux/9",
-    "centos:9": "images:centos/9-Stream",
-}
-"""Docker-style short names -> LXD remote references (README table)."""
-
 _ALIAS_BAD = re.compile(r"[\s\x00-\x1f\x7f]")
 _FINGERPRINT = re.compile(r"[0-9a-f]{8,64}")
 _URL_REF = re.compile(r"(?P<server>https://[^/\s:]+(?::\d+)?(?:/[^\s:]*)?):(?P<alias>[^\s]+)")
-
-LXD_ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64", "armhf": "armv7l", "ppc64el": "ppc64le"}
 
 
 @dataclass(frozen=True)
@@ -110,11 +78,6 @@ def _env_mapping(var: str) -> dict[str, str]:
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise InvalidValue(var, text, "expected a JSON object whose keys and values are strings")
     return data
-
-
-def image_map() -> dict[str, str]:
-    """The short-name map: defaults, then ``$CMAN_LXD_IMAGE_MAP``."""
-    return {**DEFAULT_IMAGE_MAP, **_env_mapping(ENV_IMAGE_MAP)}
 
 
 def remotes() -> dict[str, str]:
@@ -172,13 +135,7 @@ def parse_remote(ref: str) -> RemoteRef | None:
 
 def expand(ref: str) -> str:
     """Short name -> remote reference (``debian:12`` -> ``images:debian/12``); others unchanged."""
-    return image_map().get(ref, ref)
-
-
-def host_architecture() -> str:
-    """The kernel's name for this machine's architecture, which LXD's metadata uses."""
-    machine = os.uname().machine
-    return LXD_ARCHITECTURES.get(machine, machine)
+    return images.expand(ref, "lxd")
 
 
 def _rootfs_member_name(name: str) -> str | None:
@@ -249,15 +206,17 @@ def build_unified(tarball: Path, name: str, out_dir: Path | None = None) -> Buil
             except tarfile.TarError as err:
                 raise InvalidValue("TARBALL", str(tarball), f"not a readable tar archive ({err})") from None
             release = _os_release(small)
+            arch = next((a for p in images.ARCH_PROBES if (a := images.elf_architecture(small.get(p, b"")[:20]))),
+                        images.host_architecture())
             properties = {
                 "description": f"{name} (cman image import of {tarball.name})",
                 "os": release.get("ID", "unknown"),
                 "release": release.get("VERSION_ID", release.get("VERSION_CODENAME", "")),
-                "architecture": host_architecture(),
+                "architecture": arch,
                 "name": name,
                 "cman.source": tarball.name,
             }
-            meta = metadata_yaml(architecture=host_architecture(), creation_date=creation, properties=properties)
+            meta = metadata_yaml(architecture=arch, creation_date=creation, properties=properties)
             info = tarfile.TarInfo("metadata.yaml")
             info.size, info.mode, info.mtime = len(meta), 0o644, creation
             out.addfile(info, io.BytesIO(meta))
@@ -272,6 +231,27 @@ def build_unified(tarball: Path, name: str, out_dir: Path | None = None) -> Buil
 
 
 _OS_RELEASE = ("etc/os-release", "usr/lib/os-release")
+
+
+class _Rejoined(io.RawIOBase):
+    """A member's stream whose first bytes were read already: those bytes, then the rest."""
+
+    def __init__(self, head: bytes, rest: Any) -> None:
+        self.head = head
+        self.rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self.head:
+            out = self.head if size < 0 else self.head[:size]
+            self.head = self.head[len(out):]
+            if size < 0:
+                out += self.rest.read()
+            return out
+        data: bytes = self.rest.read(size)
+        return data
 
 
 def _copy_members(src: tarfile.TarFile, dst: tarfile.TarFile) -> dict[str, bytes]:
@@ -298,9 +278,9 @@ def _copy_members(src: tarfile.TarFile, dst: tarfile.TarFile) -> dict[str, bytes
         if not member.isfile():
             dst.addfile(member)
             continue
-        data = src.extractfile(member)
-        if key in _OS_RELEASE and member.size < 65536 and data is not None:
-            small[key] = data.read()
-            data = io.BytesIO(small[key])
+        data: Any = src.extractfile(member)
+        if data is not None and ((key in _OS_RELEASE and member.size < 65536) or key in images.ARCH_PROBES):
+            small[key] = data.read(65536) if key in _OS_RELEASE else data.read(20)
+            data = _Rejoined(small[key], data)
         dst.addfile(member, data)
     return small

@@ -31,8 +31,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Conflict
-
 if TYPE_CHECKING:
     from ..network import Network, NetworkSpec
 
@@ -247,26 +245,6 @@ def holders(instances: Iterable[Mapping[str, Any]], network: str, subnet: str) -
                 if ipaddress.IPv4Address(text) in net:
                     out.setdefault(str(ipaddress.IPv4Address(text)), name)
     return out
-
-
-def allocate(network: str, subnet: str, gateway: str | None, taken: Mapping[str, str],
-             requested: str | None) -> str:
-    """``requested`` when it is free, else the first free host that is not the gateway.
-
-    ``requested`` was checked with :func:`cman.network.check_container_ip`. Raises
-    Conflict when it is taken or the subnet is full.
-    """
-    if requested is not None:
-        address = str(ipaddress.IPv4Address(requested))
-        if address in taken:
-            raise Conflict(f"address {address} on network {network} is in use by container {taken[address]}",
-                           hint="choose another --ip, or leave --ip out and cman picks a free one")
-        return address
-    for host in ipaddress.IPv4Network(subnet).hosts():
-        if str(host) != gateway and str(host) not in taken:
-            return str(host)
-    raise Conflict(f"network {network} has no free address left in {subnet}",
-                   hint="remove containers from it, or use a network with a larger subnet")
 
 
 def detached(raw: Mapping[str, Any], network: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ LXD_SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket
 
 def docker_socket() -> str | None:
     """The unix socket path DOCKER_HOST points at, or None for tcp/ssh hosts."""
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"  # empty means the default, as for docker
     if host.startswith("unix://"):
         return host[len("unix://") :]
     return None
@@ -53,7 +53,7 @@ def _tcp_connects(url: str) -> bool:
 
 def reachable(name: str) -> bool:
     if name == "docker":
-        host = os.environ.get("DOCKER_HOST", "")
+        host = os.environ.get("DOCKER_HOST") or ""
         if host.startswith("ssh://"):
             return shutil.which("ssh") is not None
         if host.startswith("tcp://"):

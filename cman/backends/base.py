@@ -1,9 +1,17 @@
 """The backend contract every engine implements.
 
-A backend is one module with one class. It declares what it can do in
-``capabilities``; callers check with :meth:`Backend.require` before relying on a
-feature, so "not supported" is a clear :class:`~cman.errors.Unsupported` error
-that names the backend and the feature, never an AttributeError or a crash.
+A backend is one package with one class. The class declares what its engine can
+do in ``capabilities``; an *instance* says what it can do where it is connected
+(:meth:`Backend.features`): a remote engine cannot do what needs this host's
+files (bridge ports, cgroups, bind-mounted files). Callers check with
+:meth:`Backend.require` before relying on a feature, so "not supported" is a clear
+:class:`~cman.errors.Unsupported` error that names the backend and the feature, up
+front and the same way on every backend, never an AttributeError, a crash, or a
+silently skipped step.
+
+:meth:`Backend.locality` says where the containers run: on this host (their init
+PIDs and cgroups are this kernel's) or elsewhere. :meth:`Backend.init_pids` finds
+the init PIDs of many containers at once, as cheaply as the engine allows.
 
 Names are validated by :meth:`Backend.validate_name` before any engine call.
 """
@@ -12,11 +20,12 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from ..errors import Unsupported
+from ..errors import ContainerNotFound, Unsupported
 from ..models import (
     Container,
     ContainerSpec,
@@ -27,11 +36,12 @@ from ..models import (
     LogChunk,
     PruneResult,
     PullProgress,
+    State,
     StdIO,
 )
 
 if TYPE_CHECKING:
-    from ..network import Network, NetworkSpec
+    from ..network.spec import Network, NetworkSpec
 
 
 class Feature(StrEnum):
@@ -48,7 +58,37 @@ class Feature(StrEnum):
     CPU_LIMIT = "cpu-limit"
     MEMORY_LIMIT = "memory-limit"
     NETWORKS = "networks"
+    NO_ICC = "no-icc"
+    """Networks without inter-container traffic: bridge ports isolated on the engine's host."""
+    NETWORK_DNS = "network-dns"
+    """A container's resolv.conf shows its network's DNS servers."""
+    CPU_STATS = "cpu-stats"
+    """CPU accounting from the cgroup files of this host."""
     REMOTE = "remote"
+
+
+LOCAL_ONLY = frozenset({Feature.NO_ICC, Feature.NETWORK_DNS, Feature.CPU_STATS})
+"""Features that need the engine on this host. Docker's NETWORK_DNS is a bind-mounted file
+of this host; LXD writes resolv.conf through its API, so it keeps NETWORK_DNS when remote."""
+
+
+@dataclass(frozen=True)
+class Locality:
+    """Where a backend's containers run."""
+
+    local: bool
+    """On this host: their init PIDs, cgroups and host veths are this kernel's."""
+    endpoint: str
+    why: str | None = None
+    """For a remote engine, what says so (``DOCKER_HOST=ssh://...``)."""
+
+
+def loopback_url(url: str) -> bool:
+    """Does ``url`` (tcp://, https://) point at this host?"""
+    from urllib.parse import urlparse
+
+    host = urlparse(url.replace("tcp://", "http://", 1)).hostname or ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 class Backend(abc.ABC):
@@ -75,9 +115,28 @@ class Backend(abc.ABC):
     def validate_name(cls, name: str) -> None:
         """Raise InvalidName unless ``name`` follows the engine's rules for containers."""
 
-    def require(self, feature: Feature) -> None:
-        if feature not in self.capabilities:
-            raise Unsupported(self.name, str(feature))
+    def locality(self) -> Locality:
+        """Where this backend's containers run; cheap (configuration only, no connection)."""
+        return Locality(True, "local")
+
+    def features(self) -> frozenset[Feature]:
+        """What this instance can do where it is connected: the class's capabilities, minus
+        what needs this host when the engine is elsewhere."""
+        remote_can = self.remote_features()
+        return self.capabilities if self.locality().local else self.capabilities - (LOCAL_ONLY - remote_can)
+
+    def remote_features(self) -> frozenset[Feature]:
+        """LOCAL_ONLY features this engine still has when it is remote (see LOCAL_ONLY)."""
+        return frozenset()
+
+    def require(self, feature: Feature, why: str | None = None) -> None:
+        """Raise Unsupported unless this instance has ``feature``; a remote engine says so."""
+        if feature in self.features():
+            return
+        where = self.locality()
+        if why is None and feature in self.capabilities and not where.local:
+            why = f"the engine is not on this host ({where.why or where.endpoint})"
+        raise Unsupported(self.name, str(feature), why)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Optional."""
@@ -180,10 +239,28 @@ class Backend(abc.ABC):
     def init_pid(self, ref: str) -> int | None:
         """Host PID of the container's init process, or None when it is not running."""
 
+    def init_pids(self, containers: Sequence[Container]) -> dict[str, int | None]:
+        """Container ID -> host PID of its init, for many containers at once (``stats``).
+
+        The listing's PID where it has one, else one :meth:`init_pid` call per running
+        container; engines override this with something cheaper. Only meaningful when
+        :meth:`locality` is local: :meth:`require` ``CPU_STATS`` first.
+        """
+        out: dict[str, int | None] = {}
+        for c in containers:
+            if c.pid is not None or c.state not in (State.RUNNING, State.PAUSED, State.RESTARTING):
+                out[c.id] = c.pid
+                continue
+            try:
+                out[c.id] = self.init_pid(c.id)
+            except ContainerNotFound:
+                out[c.id] = None  # removed since the listing
+        return out
+
     # -- networks ---------------------------------------------------------------------
     # Declared here so every backend shows up in the feature matrix. A backend that
     # implements networks declares Feature.NETWORKS and overrides the four verbs.
-    # Callers go through cman.network.create_network / remove_network, which
+    # Callers go through cman.lifecycle.create_network / remove_network, which
     # validate, resolve and lock before calling these.
 
     @classmethod  # noqa: B027 - optional hook
@@ -197,7 +274,7 @@ class Backend(abc.ABC):
     @classmethod
     def default_bridge_name(cls, network: str) -> str:
         """The bridge interface used when the user gives no ``--bridge``."""
-        from ..network import default_bridge_name
+        from ..network.spec import default_bridge_name
 
         return default_bridge_name(network)
 

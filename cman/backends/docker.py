@@ -60,7 +60,7 @@ from ..models import (
 from ..validate import check_name
 from . import _reach
 from ._docker_api import ApiError, SdkTransport, SshTransport, Transport, UnixTransport
-from .base import Backend, Feature
+from .base import Backend, Feature, Locality, loopback_url
 
 if TYPE_CHECKING:
     from ..network import Network, NetworkSpec
@@ -114,6 +114,21 @@ ISOLATE_LABEL = "cman.isolate"
 _BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
 BRIDGE_NAME_OPT = "com.docker.network.bridge.name"
 ICC_OPT = "com.docker.network.bridge.enable_icc"
+
+
+DOCKER_TASK_DIRS = (
+    Path("/run/docker/containerd/daemon/io.containerd.runtime.v2.task/moby"),  # dockerd's own containerd
+    Path("/run/containerd/io.containerd.runtime.v2.task/moby"),  # a system containerd (docker-ce)
+)
+"""Where containerd's runc shim writes ``ID/init.pid`` for Docker's containers (namespace "moby")."""
+
+
+def _read_pid_file(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
 
 
 def _state_dir() -> Path:
@@ -264,6 +279,12 @@ class DockerBackend(Backend):
 
     # -- connection -----------------------------------------------------------------
 
+    def locality(self) -> Locality:
+        host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        if _reach.docker_socket() is not None or (host.startswith("tcp://") and loopback_url(host)):
+            return Locality(True, host)
+        return Locality(False, host, f"DOCKER_HOST={host}")
+
     @property
     def api(self) -> Transport:
         if self._transport is None:
@@ -289,7 +310,7 @@ class DockerBackend(Backend):
 
     @classmethod
     def probe(cls) -> EngineStatus:
-        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         installed = shutil.which("dockerd") is not None or shutil.which("docker") is not None
         path = _reach.docker_socket()
         if path is not None:
@@ -474,7 +495,10 @@ class DockerBackend(Backend):
                     check_container_ip(net, spec.ip)
                 dns, dns_search = container_dns(net, spec.dns, spec.dns_search)
                 if not net.icc:
+                    self.require(Feature.NO_ICC, f"network {net.name} has no ICC")
                     labels[ISOLATE_LABEL] = net.name
+                if dns and net.dns:
+                    self.require(Feature.NETWORK_DNS, f"network {net.name} has DNS servers")
                 if dns and (source := self._resolv_conf(dns, dns_search)) is not None:
                     # Docker's embedded DNS (127.0.0.11) would hide the servers on a
                     # user-defined network; cman's promise is a resolv.conf that shows them.
@@ -516,13 +540,12 @@ class DockerBackend(Backend):
                 self._no_isolation.add(spec.name)
         return self.inspect(created["Id"])
 
-    @staticmethod
-    def _resolv_conf(dns: Sequence[str], dns_search: Sequence[str]) -> str | None:
+    def _resolv_conf(self, dns: Sequence[str], dns_search: Sequence[str]) -> str | None:
         """A resolv.conf file for a bind mount, named by its content (shared, never rewritten).
 
         None when the daemon is remote: the file would have to live on its host.
         """
-        if _reach.docker_socket() is None:
+        if not self.locality().local:
             return None
         import hashlib
 
@@ -557,27 +580,18 @@ class DockerBackend(Backend):
         because Docker makes a new veth each time. If it cannot be done the container
         is killed: it must not run with less isolation than its network promises.
         """
-        if ref in self._no_isolation or _reach.docker_socket() is None:
+        if ref in self._no_isolation or not self.locality().local:
             return
         raw = self._call("GET", f"/containers/{_q(ref)}/json", container=ref)
         wanted = ((raw.get("Config") or {}).get("Labels") or {}).get(ISOLATE_LABEL)
         pid = (raw.get("State") or {}).get("Pid")
         if not wanted or not pid:
             return
-        from .. import netfilter
+        from ..network import isolation
 
-        try:
-            for name in wanted.split(","):
-                net = self._network(name)
-                if net.bridge and not net.icc:
-                    netfilter.isolate_container(int(pid), net.bridge)
-        except CmanError as err:
-            with contextlib.suppress(CmanError):
-                self.kill(ref)
-            raise EngineError(
-                f"docker: {ref} was stopped: cannot isolate it on its no-ICC network ({err})",
-                hint="cman needs root and iproute2's `bridge` and util-linux's `nsenter` for no-ICC networks",
-            ) from err
+        ports = (isolation.Port(name, net.bridge) for name in wanted.split(",")
+                 if (net := self._network(name)).bridge and not net.icc)
+        isolation.enforce("docker", ref, int(pid), ports, stop=lambda: self.kill(ref))
 
     def start_attached(self, ref: str, io: StdIO) -> int:
         info = self._call("GET", f"/containers/{_q(ref)}/json", container=ref)
@@ -689,6 +703,28 @@ class DockerBackend(Backend):
     def init_pid(self, ref: str) -> int | None:
         return self.inspect(ref).pid
 
+    def init_pids(self, containers: Sequence[Container]) -> dict[str, int | None]:
+        """Docker's listing has no PIDs: read containerd's ``init.pid`` per running container.
+
+        One small file read instead of an ``inspect`` call per container (~0.03 ms against
+        ~0.65 ms). The shim writes the file when the task starts and removes it with the
+        task, so a restarted container shows its new PID. Containers whose file is not
+        found (another runtime, another exec-root) fall back to ``inspect``.
+        """
+        out: dict[str, int | None] = {}
+        missing: list[Container] = []
+        for c in containers:
+            if c.pid is not None or c.state not in (State.RUNNING, State.PAUSED, State.RESTARTING):
+                out[c.id] = c.pid
+                continue
+            pid = next((p for root in DOCKER_TASK_DIRS if (p := _read_pid_file(root / c.id / "init.pid"))), None)
+            if pid is None:
+                missing.append(c)
+            out[c.id] = pid
+        if missing:
+            out.update(super().init_pids(missing))
+        return out
+
     # -- networks ------------------------------------------------------------------------
 
     @classmethod
@@ -752,13 +788,13 @@ class DockerBackend(Backend):
         users = self._call("GET", "/containers/json", params={"all": True, "filters": {"network": [raw["Name"]]}},
                            action="list containers")
         net = _network_from_raw(raw, sorted(c["Names"][0].lstrip("/") for c in users))
-        if net.managed and net.bridge and _reach.docker_socket() is not None:
-            from .. import netfilter
+        if net.managed and net.bridge and self.locality().local:
+            from ..network import isolation, netfilter
 
             extra = {
                 **net.extra,
                 "host_rules": [str(r) for r in netfilter.list_rules(net.name)],
-                "isolated_ports": sorted(p for p, iso in netfilter.bridge_ports(net.bridge).items() if iso),
+                "isolated_ports": sorted(p for p, iso in isolation.bridge_ports(net.bridge).items() if iso),
             }
             net = dataclasses.replace(net, extra=extra)
         return net
@@ -775,8 +811,8 @@ class DockerBackend(Backend):
                 self._net_call("POST", f"/networks/{net.id}/disconnect", name=name, action="network disconnect",
                                body={"Container": container, "Force": True})
         self._net_call("DELETE", f"/networks/{net.id}", name=name, action="network rm")
-        if net.managed and _reach.docker_socket() is not None:
-            from .. import netfilter
+        if net.managed and self.locality().local:
+            from ..network import netfilter
 
             netfilter.remove_rules(net.name, net.bridge)
 

@@ -66,7 +66,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import jobs
+from .. import images, jobs
 from .._sys import files as _files
 from .._sys import proc as _proc
 from .._sys.times import ago, now_iso, parse_time
@@ -293,38 +293,6 @@ class StartFailed(EngineError):
     """lxc-start returned, but the container is not running."""
 
 
-SHORT_NAMES = {
-    "ubuntu": "download:ubuntu/jammy",
-    "ubuntu:22.04": "download:ubuntu/jammy",
-    "ubuntu:24.04": "download:ubuntu/noble",
-    "debian": "download:debian/bookworm",
-    "debian:12": "download:debian/bookworm",
-    "debian:11": "download:debian/bullseye",
-    "alpine": "download:alpine/3.19",
-    "alpine:3.19": "download:alpine/3.19",
-    "fedora": "download:fedora/39",
-    "fedora:39": "download:fedora/39",
-    "busybox": "template:busybox",
-}
-"""Short image names -> pull syntax; extended or overridden by $CMAN_LXC_IMAGE_MAP (JSON)."""
-
-
-def short_names() -> dict[str, str]:
-    import json
-
-    mapping = dict(SHORT_NAMES)
-    raw = os.environ.get("CMAN_LXC_IMAGE_MAP")
-    if raw:
-        try:
-            extra = json.loads(raw)
-        except ValueError as err:
-            raise InvalidValue("$CMAN_LXC_IMAGE_MAP", raw, "must be a JSON object of name -> pull reference") from err
-        if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
-            raise InvalidValue("$CMAN_LXC_IMAGE_MAP", raw, "must be a JSON object of name -> pull reference")
-        mapping.update(extra)
-    return mapping
-
-
 class LxcBackend(Backend):
     """Raw LXC through the lxc-* tools. See the module docstring for the semantics."""
 
@@ -445,9 +413,9 @@ class LxcBackend(Backend):
         ``[download:]DIST/RELEASE[/ARCH]`` uses the ``download`` template, which needs an image
         server: set $CMAN_LXC_DOWNLOAD_SERVER (none is contacted otherwise). A name already in
         cman's store is up to date; a short name (``ubuntu``, ``debian:12``) maps through
-        :func:`short_names`."""
+        :mod:`cman.images`."""
         check_config_value("image", ref)
-        if self.store.find(ref) is None and (mapped := short_names().get(ref)):
+        if self.store.find(ref) is None and (mapped := images.short_names("lxc").get(ref)):
             yield PullProgress(None, f"{ref} is {mapped}")
             ref = mapped
         kind, _, rest = ref.partition(":")
@@ -846,7 +814,7 @@ class LxcBackend(Backend):
         if record is None:
             return None  # no network, or its record went by hand: lxc-start says what is missing
         net = _lxc_net.to_network(record)
-        from .. import netfilter
+        from ..network import netfilter
 
         if net.bridge and net.gateway and net.subnet and not netfilter.link_exists(net.bridge):
             from ..network import host_lock
@@ -864,20 +832,16 @@ class LxcBackend(Backend):
         """No ICC: make sure the container's bridge port is isolated (the start hook did it
         already; this checks it and covers a config written by hand). If that cannot be
         done the container is killed: it must not run with less isolation than promised."""
-        from .. import netfilter
+        from ..network import isolation
 
         assert network.bridge
-        try:
-            netfilter.isolate_container(pid, network.bridge)
-        except CmanError as err:
-            with contextlib.suppress(CmanError):
-                self._tool("lxc-stop", "-n", paths.name, "-k", timeout=60, check=False)
-            with contextlib.suppress(CmanError, OSError):
+
+        def stop() -> None:
+            self._tool("lxc-stop", "-n", paths.name, "-k", timeout=60, check=False)
+            with contextlib.suppress(OSError):
                 self._update_state(paths, finished=now_iso())
-            raise EngineError(
-                f"lxc: {paths.name} was stopped: cannot isolate it on its no-ICC network {network.name} ({err})",
-                hint="cman needs root and iproute2's `bridge` and util-linux's `nsenter` for no-ICC networks",
-            ) from err
+
+        isolation.enforce("lxc", paths.name, pid, [isolation.Port(network.name, network.bridge)], stop=stop)
 
     def start(self, ref: str) -> None:
         paths = self._existing(ref)
@@ -1174,22 +1138,21 @@ class LxcBackend(Backend):
         containers = sorted(_lxc_net.live_allocations(record, self._on_network(name)))
         extra: dict[str, Any] = {"record": str(self.net_records.path(name))}
         if detail:
-            from .. import netfilter
+            from ..network import isolation, netfilter
 
             bridge = str(record.get("bridge") or "")
             extra.update(
                 allocations=_lxc_net.live_allocations(record, self._on_network(name)),
                 bridge_present=netfilter.link_exists(bridge),
                 host_rules=[str(r) for r in netfilter.list_rules(name, bridge or None)],
-                isolated_ports=sorted(p for p, iso in netfilter.bridge_ports(bridge).items() if iso),
+                isolated_ports=sorted(p for p, iso in isolation.bridge_ports(bridge).items() if iso),
             )
         return _lxc_net.to_network(record, containers, extra)
 
     def network_create(self, spec: NetworkSpec) -> Network:
         """Make the bridge (with the gateway address), install the host rules, then write
         the record; on failure all three are undone."""
-        from .. import netfilter
-        from ..network import host_lock
+        from ..network import host_lock, netfilter
 
         if not spec.resolved or spec.bridge is None or spec.gateway is None:
             raise ValueError(f"network_create needs a resolved spec, got {spec}")
@@ -1227,8 +1190,7 @@ class LxcBackend(Backend):
         """Refused while containers are on it, unless ``force``: then each one keeps
         everything but its network (config ``lxc.net.0.type = empty``, veth deleted if it
         runs). Then the bridge, the host rules and the record (with its allocations) go."""
-        from .. import netfilter
-        from ..network import host_lock
+        from ..network import host_lock, netfilter
 
         with host_lock():
             record = self.net_records.get(name)
@@ -1246,7 +1208,7 @@ class LxcBackend(Backend):
 
     def _detach(self, container: str, network: str, bridge: str) -> None:
         """Take ``container`` off ``network`` for good, keeping the container (under host_lock)."""
-        from .. import netfilter
+        from ..network import isolation, netfilter
 
         paths = self._paths(container)
         with _files.locked(self._lock_path):
@@ -1261,4 +1223,4 @@ class LxcBackend(Backend):
             st, pid = self._info(paths)
             if st in _RUNNING and pid is not None and bridge:
                 with contextlib.suppress(CmanError):
-                    netfilter.delete_link(netfilter.container_port(pid, bridge))
+                    netfilter.delete_link(isolation.container_port(pid, bridge))

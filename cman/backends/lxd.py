@@ -101,7 +101,6 @@ from ..errors import (
     InvalidValue,
     NameInUse,
     NetworkNotFound,
-    Unsupported,
 )
 from ..models import (
     Container,
@@ -117,7 +116,7 @@ from ..models import (
 )
 from ..validate import check_name
 from . import _lxd_net, _reach
-from .base import Backend, Feature
+from .base import Backend, Feature, Locality, loopback_url
 
 if TYPE_CHECKING:
     import pylxd
@@ -568,6 +567,16 @@ class LxdBackend(Backend):
             self._remote = _Remote.from_env()
             self._remote_checked = True
         return self._remote
+
+    def locality(self) -> Locality:
+        endpoint = os.environ.get(ENV_ENDPOINT, "").strip()
+        if not endpoint:
+            return Locality(True, f"unix://{_reach.lxd_socket()}")
+        local = loopback_url(endpoint)
+        return Locality(local, endpoint, None if local else f"{ENV_ENDPOINT}={endpoint}")
+
+    def remote_features(self) -> frozenset[Feature]:
+        return frozenset({Feature.NETWORK_DNS})  # resolv.conf goes in through LXD's file API
 
     @property
     def _socket(self) -> str | None:
@@ -1033,15 +1042,15 @@ class LxdBackend(Backend):
             raise InvalidValue("--network", spec.network, "has no IPv4 subnet for cman to give addresses from")
         if spec.ip is not None:
             check_container_ip(net, spec.ip)
-        if not net.icc and self._socket is None:
-            raise Unsupported("lxd", "no-ICC networks on a remote daemon",
-                              "cman isolates each container's bridge port on the daemon's host")
+        if not net.icc:
+            self.require(Feature.NO_ICC, f"network {net.name} has no ICC")
         return net
 
     def _create_on_network(self, body: dict[str, Any], net: Network, requested: str | None) -> Network:
         """Allocate the container's address and create it, under the host's network lock,
         so that no two cman processes hand out one address. Returns the network as it was then."""
         from ..network import check_container_ip, host_lock
+        from ..network.alloc import allocate
 
         with host_lock():
             fresh = self._network(net.name)  # it may have gone (or changed) meanwhile
@@ -1049,7 +1058,7 @@ class LxdBackend(Backend):
                 check_container_ip(fresh, requested)
             instances = self.client.api.instances.get(params={"recursion": "2"}).json()["metadata"]
             taken = _lxd_net.holders(instances, fresh.name, str(fresh.subnet))
-            address = _lxd_net.allocate(fresh.name, str(fresh.subnet), fresh.gateway, taken, requested)
+            address = allocate(fresh.name, str(fresh.subnet), fresh.gateway, taken, requested)
             body["devices"][_lxd_net.NIC] = _lxd_net.nic_device(fresh)
             body["config"][_lxd_net.CFG_NETWORK] = fresh.name
             body["config"][_lxd_net.CFG_IP] = address
@@ -1078,15 +1087,22 @@ class LxdBackend(Backend):
         try:
             net = self._network(att.network)
             self._ensure_address(ref, raw, att, net)
-            if self._socket is not None:
-                self._host_side(raw, att, net)
+            if self.locality().local:
+                self._bridge_rules(net)
         except CmanError as err:
-            with contextlib.suppress(Exception):
-                self._set_state(ref, "stop", force=True)
+            with contextlib.suppress(CmanError):
+                self.kill(ref)
             raise EngineError(
                 f"lxd: {ref} was stopped: cannot set up its network {att.network} ({err})",
                 hint="cman needs root and iproute2 (`ip`, `bridge`) on the host, and `ip` in the image",
             ) from err
+        if self.locality().local and not net.icc and net.bridge:
+            from ..network import isolation
+
+            port = str((raw.get("config") or {}).get(f"volatile.{att.device}.host_name") or "") or None
+            pid = (raw.get("state") or {}).get("pid")
+            isolation.enforce("lxd", ref, int(pid) if pid else None, [isolation.Port(net.name, net.bridge, port)],
+                              stop=lambda: self.kill(ref))
 
     def _ensure_address(self, ref: str, raw: Mapping[str, Any], att: _lxd_net.Attachment, net: Network) -> None:
         """raw.lxc gave the address at start; if it is missing (raw.lxc edited, another NIC
@@ -1115,27 +1131,13 @@ class LxdBackend(Backend):
         code = self._exec(ref, argv, StdIO(None, out, err), env=None)
         return code, err.getvalue().decode(errors="replace").strip()
 
-    def _host_side(self, raw: Mapping[str, Any], att: _lxd_net.Attachment, net: Network) -> None:
-        """The local host's part: the bridge's forwarding rule (gone after a reboot or a
-        flush) and, without ICC, port isolation of the container's new veth."""
-        from .. import netfilter
-        from ..network import host_lock
+    def _bridge_rules(self, net: Network) -> None:
+        """The bridge's forwarding rule on this host (gone after a reboot or a flush)."""
+        from ..network import host_lock, netfilter
 
-        if not net.bridge:
-            return
-        if net.managed and not netfilter.list_rules(net.name, net.bridge):
+        if net.bridge and net.managed and not netfilter.list_rules(net.name, net.bridge):
             with host_lock():
                 netfilter.ensure_bridge_rules(net.name, net.bridge, icc=net.icc)
-        if net.icc:
-            return
-        port = str((raw.get("config") or {}).get(f"volatile.{att.device}.host_name") or "")
-        if port and netfilter.bridge_ports(net.bridge).get(port) is not None:
-            netfilter.set_port_isolation(port, True)
-            return
-        pid = (raw.get("state") or {}).get("pid")
-        if not pid:
-            raise EngineError(f"the container has no init process to find its port on {net.bridge} from")
-        netfilter.isolate_container(int(pid), net.bridge)
 
     def _boot(self, ref: str) -> bool:
         """Start the container unless it runs; True when this call booted it."""
@@ -1494,26 +1496,25 @@ class LxdBackend(Backend):
         """The network; with ``detail`` also the host rules and isolated ports cman made for it."""
         raw = self._network_raw(name)
         extra: dict[str, Any] = {}
-        if detail and self._socket is not None:
-            from .. import netfilter
+        if detail and self.locality().local:
+            from ..network import isolation, netfilter
 
             extra = {
                 "host_rules": [str(r) for r in netfilter.list_rules(str(raw["name"]))],
-                "isolated_ports": sorted(p for p, iso in netfilter.bridge_ports(str(raw["name"])).items() if iso),
+                "isolated_ports": sorted(p for p, iso in isolation.bridge_ports(str(raw["name"])).items() if iso),
             }
         return _lxd_net.to_network(raw, extra)
 
     def network_create(self, spec: NetworkSpec) -> Network:
         """A managed LXD bridge (see :mod:`._lxd_net`), then the host rule; on failure both go."""
-        from .. import netfilter
+        from ..network import netfilter
 
         if not spec.resolved or spec.bridge is None:
             raise ValueError(f"network_create needs a resolved spec, got {spec}")
         self.validate_network_spec(spec)
-        local = self._socket is not None
-        if not spec.icc and not local:
-            raise Unsupported("lxd", "no-ICC networks on a remote daemon",
-                              "cman isolates each container's bridge port on the daemon's host")
+        local = self.locality().local
+        if not spec.icc:
+            self.require(Feature.NO_ICC)
         body = {"name": spec.name, "type": "bridge", "description": "made by cman",
                 "config": _lxd_net.network_config(spec)}
         with _boundary(action=f"network create {spec.name}"):
@@ -1547,7 +1548,7 @@ class LxdBackend(Backend):
         Then the LXD network (bridge, route, its firewall rules) and cman's host rules go."""
         from pylxd import exceptions as lxd_exc
 
-        from .. import netfilter
+        from ..network import netfilter
 
         raw = self._network_raw(name)
         net = _lxd_net.to_network(raw)
@@ -1567,7 +1568,7 @@ class LxdBackend(Backend):
                 self._while_busy(lambda: self._sync_or_wait(self.client.api.networks[quote(name, safe="")].delete()))
             except lxd_exc.NotFound:
                 raise NetworkNotFound(name, "lxd") from None
-        if net.managed and self._socket is not None:
+        if net.managed and self.locality().local:
             netfilter.remove_rules(name, net.bridge)
 
     def _detach(self, container: str, network: str) -> None:

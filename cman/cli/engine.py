@@ -8,8 +8,20 @@ import typer
 
 from .. import backends
 from ..backends.base import Feature
-from ..errors import ExitCode
+from ..errors import CmanError, ExitCode
 from ._common import print_json, print_table, session
+
+
+def _features(name: str) -> frozenset[Feature]:
+    """What the backend can do where it is configured; its class's list if it cannot be set up here."""
+    try:
+        backend = backends.load(name)
+    except CmanError:
+        return backends.backend_class(name).capabilities
+    try:
+        return backend.features()
+    finally:
+        backend.close()
 
 
 def register(app: typer.Typer, only: str | None = None) -> None:
@@ -40,14 +52,17 @@ def register(app: typer.Typer, only: str | None = None) -> None:
 
     @engine_app.command("features")
     def features(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-        """The backend x feature support matrix."""
-        classes = {n: backends.backend_class(n) for n in backends.names()}
+        """The backend x feature support matrix, for each engine where it is configured.
+
+        A remote engine (DOCKER_HOST, CMAN_LXD_ENDPOINT elsewhere) lacks what needs this host.
+        """
+        found = {n: _features(n) for n in backends.names()}
         if as_json:
-            print_json({n: sorted(str(f) for f in c.capabilities) for n, c in classes.items()})
+            print_json({n: sorted(str(f) for f in fs) for n, fs in found.items()})
             return
         print_table(
-            ["FEATURE", *classes],
-            [[str(f), *("yes" if f in c.capabilities else "no" for c in classes.values())] for f in Feature],
+            ["FEATURE", *found],
+            [[str(f), *("yes" if f in fs else "no" for fs in found.values())] for f in Feature],
         )
 
     from .engine_configure import register as register_configure

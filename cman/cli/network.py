@@ -110,7 +110,8 @@ def register(app: typer.Typer, only: str | None = None) -> None:
 
         The same name with another spec is an error that lists the differences.
         """
-        from ..network import NetworkSpec, check_static, create_network
+        from ..lifecycle import check_static, create_network
+        from ..network import NetworkSpec
 
         prefix, bare = backends_split(name)
         spec = NetworkSpec(name=bare, subnet=subnet, gateway=gateway, bridge=bridge,
@@ -178,7 +179,7 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         as_json: Json = False,
     ) -> None:
         """Remove networks; refused while containers are attached, unless -f."""
-        from ..network import remove_network
+        from ..lifecycle import remove_network
 
         s = session(ctx)
         first: CmanError | None = None

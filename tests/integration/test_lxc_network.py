@@ -33,11 +33,10 @@ from unittest import mock
 
 import pytest
 
-from cman import netfilter
 from cman.backends import _lxc_net
 from cman.backends.lxc import ENV_IMAGES, ENV_LXC_PATH, LxcBackend
 from cman.errors import CmanError
-from cman.network import read_host
+from cman.network import isolation, netfilter, read_host
 
 from ..conftest import ROOTFS, assert_clean_error, cli, engines_required
 
@@ -261,7 +260,7 @@ def test_no_icc_port_is_isolated_also_when_started_by_hand(lab: Lab, made: list[
         subprocess.run(["lxc-start", "-P", str(lab.lxcpath), "-n", n, "-d"], check=True, timeout=60)
         subprocess.run(["lxc-wait", "-P", str(lab.lxcpath), "-n", n, "-s", "RUNNING", "-t", "20"], check=True,
                        timeout=30)
-    ports = netfilter.bridge_ports(bridge)
+    ports = isolation.bridge_ports(bridge)
     assert len(ports) == 2 and all(ports.values()), ports
     peer = str(subnet.network_address + 3)
     assert lab.sh(a, f"ping -c 1 -W 3 {subnet.network_address + 1} >/dev/null").returncode == 0
@@ -292,7 +291,7 @@ def test_force_rm_detaches_containers_and_leaves_nothing(lab: Lab, made: list[st
     made += [up, idle]
     assert lab.cli("run", "-d", "--name", up, "--network", net, lab.image, "sleep", "600").returncode == 0
     assert lab.cli("create", "--name", idle, "--network", net, lab.image).returncode == 0
-    veths = set(netfilter.bridge_ports(bridge))
+    veths = set(isolation.bridge_ports(bridge))
     assert len(veths) == 1
     assert_clean_error(lab.cli("network", "rm", net), 4, "in use", up, idle)
     assert lab.cli("network", "rm", "-f", net).returncode == 0

@@ -28,10 +28,9 @@ from typing import Any
 
 import pytest
 
-from cman import netfilter
 from cman.backends.lxd import LxdBackend
 from cman.errors import CmanError
-from cman.network import read_host
+from cman.network import isolation, netfilter, read_host
 
 from ..conftest import ROOTFS, assert_clean_error, cli, unavailable
 
@@ -238,7 +237,7 @@ def test_restart_keeps_address_and_isolation(lab: Lab) -> None:
         addrs, routes = _inside(a)
         assert addrs == [f"{address}/24"], addrs
         assert f"default via {gateway} dev eth0" in routes, routes
-        ports = netfilter.bridge_ports(network)
+        ports = isolation.bridge_ports(network)
         assert ports.get(_port(a)) is True and ports.get(_port(b)) is True, ports
         assert _ping(a, gateway)
         assert not _ping(a, _host(subnet, 30)) and not _arping(a, _host(subnet, 30))

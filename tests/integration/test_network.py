@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from cman import netfilter
 from cman.backends.base import Feature
 from cman.errors import CmanError
-from cman.network import read_host
+from cman.network import isolation, netfilter, read_host
 
 from ..conftest import Engine, assert_clean_error
 
@@ -246,13 +245,13 @@ def test_no_icc_network_isolates_peers_at_ip_and_layer_2(nets: Nets) -> None:
         assert _arping(eng, me, gateway), "arping works here (so its failure below means isolation)"
         assert not _ping(eng, me, peer), "no IP between peers"
         assert not _arping(eng, me, peer), "no layer 2 between peers"
-    ports = netfilter.bridge_ports(str(made["bridge"]))
+    ports = isolation.bridge_ports(str(made["bridge"]))
     assert len(ports) == 2 and all(ports.values()), ports
     # a restart makes a new veth: it must be isolated again
     assert eng.cli("restart", "-t", "1", a).returncode == 0
     assert _ping(eng, a, gateway)
     assert not _arping(eng, a, _host(subnet, 21))
-    assert all(netfilter.bridge_ports(str(made["bridge"])).values())
+    assert all(isolation.bridge_ports(str(made["bridge"])).values())
 
 
 def test_container_ip_must_fit_the_network(nets: Nets) -> None:
@@ -291,7 +290,7 @@ def test_nothing_left_behind_after_rm(nets: Nets) -> None:
     bridge = str(made["bridge"])
     a = _run(eng, name, tag="left-a")
     b = _run(eng, name, tag="left-b")
-    veths = set(netfilter.bridge_ports(bridge))
+    veths = set(isolation.bridge_ports(bridge))
     assert len(veths) == 2
     for c in (a, b):
         assert eng.cli("rm", "-f", c).returncode == 0

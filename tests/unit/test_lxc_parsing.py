@@ -186,15 +186,15 @@ def test_first_error_of_this_start_is_the_cause(tmp_path: Path) -> None:
 
 
 def test_short_image_names_map_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cman.backends.lxc import short_names
+    from cman import images
     from cman.errors import InvalidValue
 
     monkeypatch.delenv("CMAN_LXC_IMAGE_MAP", raising=False)
-    assert short_names()["debian:12"] == "download:debian/bookworm"
-    assert short_names()["busybox"] == "template:busybox"
+    assert images.short_names("lxc")["debian:12"] == "download:debian/bookworm"
+    assert images.short_names("lxc")["busybox"] == "template:busybox"
     monkeypatch.setenv("CMAN_LXC_IMAGE_MAP", '{"debian:12": "download:debian/trixie", "mine": "x/y"}')
-    assert short_names()["debian:12"] == "download:debian/trixie"
-    assert short_names()["mine"] == "x/y"
+    assert images.short_names("lxc")["debian:12"] == "download:debian/trixie"
+    assert images.short_names("lxc")["mine"] == "x/y"
     monkeypatch.setenv("CMAN_LXC_IMAGE_MAP", "not json")
     with pytest.raises(InvalidValue, match="CMAN_LXC_IMAGE_MAP"):
-        short_names()
+        images.short_names("lxc")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cman import images
 from cman.backends import _lxd_image as li
 from cman.errors import InvalidName, InvalidValue
 
@@ -59,16 +60,16 @@ def test_bad_remote_refs(ref: str) -> None:
 
 
 def test_short_names_and_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(li.ENV_IMAGE_MAP, raising=False)
+    monkeypatch.delenv(images.MAP_ENV["lxd"], raising=False)
     assert li.expand("ubuntu") == "images:ubuntu/22.04"
     assert li.expand("debian:12") == "images:debian/12"
     assert li.expand("cmantest-bb") == "cmantest-bb"
-    monkeypatch.setenv(li.ENV_IMAGE_MAP, json.dumps({"ubuntu": "images:ubuntu/24.04", "mine": "images:alpine/edge"}))
+    monkeypatch.setenv(images.MAP_ENV["lxd"], json.dumps({"ubuntu": "images:ubuntu/24.04", "mine": "images:alpine/edge"}))
     assert li.expand("ubuntu") == "images:ubuntu/24.04"
     assert li.expand("mine") == "images:alpine/edge"
     assert li.expand("debian") == "images:debian/12"  # defaults stay
-    monkeypatch.setenv(li.ENV_IMAGE_MAP, "[1, 2]")
-    with pytest.raises(InvalidValue, match=li.ENV_IMAGE_MAP):
+    monkeypatch.setenv(images.MAP_ENV["lxd"], "[1, 2]")
+    with pytest.raises(InvalidValue, match=images.MAP_ENV["lxd"]):
         li.expand("ubuntu")
 
 
@@ -113,7 +114,7 @@ def test_build_unified_layout(tmp_path: Path, prefix: str) -> None:
             meta = json.loads(meta_file.read())  # JSON is YAML
             busybox = tar.extractfile("rootfs/bin/busybox")
             assert busybox is not None and busybox.read() == b"\x7fELF fake"
-        assert meta["architecture"] == li.host_architecture()
+        assert meta["architecture"] == images.host_architecture()
         assert meta["creation_date"] == int(src.stat().st_mtime)
         assert meta["properties"]["os"] == "busybox"
         assert meta["properties"]["release"] == "1.36"

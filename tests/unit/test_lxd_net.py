@@ -11,6 +11,7 @@ from cman.backends.base import Feature
 from cman.errors import Conflict, InvalidName, InvalidValue
 from cman.models import ContainerSpec
 from cman.network import NetworkSpec
+from cman.network.alloc import allocate
 
 
 def _spec(**over: Any) -> NetworkSpec:
@@ -110,13 +111,13 @@ def test_holders_count_allocated_and_live_addresses_of_this_network_only() -> No
 
 def test_allocate() -> None:
     taken = {"10.203.7.1": "a", "10.203.7.3": "b"}
-    assert _lxd_net.allocate("n1", "10.203.7.0/24", "10.203.7.2", taken, None) == "10.203.7.4"
-    assert _lxd_net.allocate("n1", "10.203.7.0/24", "10.203.7.1", {}, None) == "10.203.7.2"
-    assert _lxd_net.allocate("n1", "10.203.7.0/24", "10.203.7.1", taken, "10.203.7.50") == "10.203.7.50"
+    assert allocate("n1", "10.203.7.0/24", "10.203.7.2", taken, None) == "10.203.7.4"
+    assert allocate("n1", "10.203.7.0/24", "10.203.7.1", {}, None) == "10.203.7.2"
+    assert allocate("n1", "10.203.7.0/24", "10.203.7.1", taken, "10.203.7.50") == "10.203.7.50"
     with pytest.raises(Conflict, match="in use by container b"):
-        _lxd_net.allocate("n1", "10.203.7.0/24", "10.203.7.1", taken, "10.203.7.3")
+        allocate("n1", "10.203.7.0/24", "10.203.7.1", taken, "10.203.7.3")
     with pytest.raises(Conflict, match="no free address"):
-        _lxd_net.allocate("n1", "10.203.7.0/30", "10.203.7.1", {"10.203.7.2": "x"}, None)
+        allocate("n1", "10.203.7.0/30", "10.203.7.1", {"10.203.7.2": "x"}, None)
 
 
 def test_detached_masks_the_nic_and_drops_cmans_keys() -> None:

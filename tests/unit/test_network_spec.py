@@ -11,21 +11,23 @@ from typing import Any
 
 import pytest
 
-from cman import netfilter, network
+from cman import lifecycle, network
 from cman.backends.base import Backend, Feature
 from cman.backends.docker import DockerBackend
 from cman.errors import Conflict, InvalidName, InvalidValue, NetworkNotFound, Unsupported, UsageError
+from cman.lifecycle import create_network
 from cman.network import (
     HostNet,
     HostRoute,
     Network,
     NetworkSpec,
     NetworkSpecConflict,
-    create_network,
     default_bridge_name,
+    netfilter,
     resolve,
     spec_diff,
 )
+from cman.network import host as network_host
 
 # -- the spec -------------------------------------------------------------------------------------
 
@@ -171,7 +173,7 @@ def test_read_host_parses_ip_json(monkeypatch: pytest.MonkeyPatch) -> None:
                            {"family": "inet6", "local": "fe80::1", "prefixlen": 64}]},
         ],
     }
-    monkeypatch.setattr(network, "_ip_json", lambda *args: answers[args])
+    monkeypatch.setattr(network_host, "_ip_json", lambda *args: answers[args])
     host = network.read_host()
     nets = {(str(r.net), r.dev, r.source) for r in host.routes}
     assert ("10.201.0.0/24", "lxdbr0", "route") in nets
@@ -185,9 +187,9 @@ def test_read_host_parses_ip_json(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_host_conflicts_defer_bridges_only() -> None:
     host = _host(("10.203.7.0/24", "cm-n"), ("10.0.0.0/8", "tun0"), bridges=("cm-n",))
     spec = NetworkSpec("n", subnet="10.203.7.0/24")
-    assert [r.dev for r in network.host_conflicts(spec, host, defer_bridges=False)] == ["cm-n", "tun0"]
-    assert [r.dev for r in network.host_conflicts(spec, host, defer_bridges=True)] == ["tun0"]
-    assert network.host_conflicts(NetworkSpec("n"), host, defer_bridges=False) == []
+    assert [r.dev for r in network_host.host_conflicts(spec, host, defer_bridges=False)] == ["cm-n", "tun0"]
+    assert [r.dev for r in network_host.host_conflicts(spec, host, defer_bridges=True)] == ["tun0"]
+    assert network_host.host_conflicts(NetworkSpec("n"), host, defer_bridges=False) == []
 
 
 def test_resolve_fills_gateway_and_bridge() -> None:
@@ -196,7 +198,7 @@ def test_resolve_fills_gateway_and_bridge() -> None:
 
 
 def test_resolve_allocates_the_first_free_slice(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(network.POOL_ENV, "10.203.0.0/22")
+    monkeypatch.setenv(network_host.POOL_ENV, "10.203.0.0/22")
     host = _host(("10.203.0.0/24", "eth1"))
     others = [_net(name="other", subnet="10.203.1.0/25")]
     out = resolve(NetworkSpec("n"), bridge="cm-n", host=host, others=others)
@@ -204,7 +206,7 @@ def test_resolve_allocates_the_first_free_slice(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_resolve_reports_an_exhausted_pool(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(network.POOL_ENV, "10.203.0.0/24")
+    monkeypatch.setenv(network_host.POOL_ENV, "10.203.0.0/24")
     with pytest.raises(InvalidValue, match="no free /24"):
         resolve(NetworkSpec("n"), bridge="cm-n", host=_host(("10.203.0.0/24", "eth1")), others=[])
 
@@ -239,7 +241,7 @@ class FakeBackend(Backend):
     """Implements only networks; records every call so tests can say "no engine call"."""
 
     name = "fake"
-    capabilities = frozenset({Feature.NETWORKS})
+    capabilities = frozenset({Feature.NETWORKS, Feature.NO_ICC})
 
     def __init__(self, existing: list[Network] | None = None) -> None:
         self.nets = {n.name: n for n in existing or []}
@@ -271,8 +273,8 @@ class FakeBackend(Backend):
 
 @pytest.fixture
 def quiet_host(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
-    monkeypatch.setattr(network, "read_host", lambda: _host(("192.0.2.0/24", "eth0")))
-    monkeypatch.setenv(network.LOCK_ENV, str(tmp_path / "network.lock"))
+    monkeypatch.setattr(lifecycle, "read_host", lambda: _host(("192.0.2.0/24", "eth0")))
+    monkeypatch.setenv(network_host.LOCK_ENV, str(tmp_path / "network.lock"))
     yield
 
 
@@ -293,7 +295,7 @@ def test_create_then_idempotent_then_conflict() -> None:
 
 @pytest.mark.usefixtures("quiet_host")
 def test_create_refuses_an_existing_interface(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(network, "read_host", lambda: HostNet((), {"cm-n": "bridge"}))
+    monkeypatch.setattr(lifecycle, "read_host", lambda: HostNet((), {"cm-n": "bridge"}))
     backend = FakeBackend()
     with pytest.raises(Conflict, match="interface cm-n already exists"):
         create_network(backend, NetworkSpec("n", subnet="10.203.7.0/24"))
@@ -329,17 +331,17 @@ def test_host_lock_excludes_other_processes_and_is_reentrant(tmp_path: Any, monk
     import sys
 
     lock = tmp_path / "sub" / "network.lock"
-    monkeypatch.setenv(network.LOCK_ENV, str(lock))
-    code = ("import os, time; from cman import network\n"
-            "with network.host_lock(timeout=0.3): pass\n")
-    with network.host_lock():
+    monkeypatch.setenv(network_host.LOCK_ENV, str(lock))
+    code = ("import os, time; from cman.network import host as network_host\n"
+            "with network_host.host_lock(timeout=0.3): pass\n")
+    with network_host.host_lock():
         other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                               env={**__import__("os").environ, network.LOCK_ENV: str(lock)})
+                               env={**__import__("os").environ, network_host.LOCK_ENV: str(lock)})
     assert other.returncode != 0 and "EngineTimeout" in other.stderr
     free = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**__import__("os").environ, network.LOCK_ENV: str(lock)})
+                          env={**__import__("os").environ, network_host.LOCK_ENV: str(lock)})
     assert free.returncode == 0, free.stderr
-    with network.host_lock(), network.host_lock(timeout=0.1):  # re-entrant in one thread
+    with network_host.host_lock(), network_host.host_lock(timeout=0.1):  # re-entrant in one thread
         pass
 
 
@@ -374,7 +376,7 @@ def test_list_and_remove_rules_use_the_tag(monkeypatch: pytest.MonkeyPatch) -> N
 
         return Completed(tuple(argv), 0, listing if "-S" in argv else "", "")
 
-    monkeypatch.setattr(netfilter, "_run", fake_run)
+    monkeypatch.setattr(netfilter, "run_tool", fake_run)
     monkeypatch.setattr(netfilter.shutil, "which", lambda tool: f"/usr/sbin/{tool}")
     assert [r.option("-i") for r in netfilter.list_rules("a")] == ["cm-a", "cm-x"]
     assert [r.option("-i") for r in netfilter.list_rules("a", "cm-a")] == ["cm-a"]
@@ -401,9 +403,9 @@ def no_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     from cman import backends
 
     monkeypatch.setattr(backends, "load", lambda name: Tripwire())
-    monkeypatch.setattr(network, "read_host", lambda: _host(("192.0.2.0/24", "eth0"), ("10.201.0.0/24", "lxdbr0"),
+    monkeypatch.setattr(lifecycle, "read_host", lambda: _host(("192.0.2.0/24", "eth0"), ("10.201.0.0/24", "lxdbr0"),
                                                            bridges=("lxdbr0",)))
-    monkeypatch.setenv(network.LOCK_ENV, str(tmp_path / "network.lock"))
+    monkeypatch.setenv(network_host.LOCK_ENV, str(tmp_path / "network.lock"))
 
 
 def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:

@@ -8,12 +8,14 @@ ones raised, and remote engines are refused.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from cman import stats
+from cman.backends.base import Backend, Feature
 from cman.errors import ContainerNotFound, EngineUnavailable, Unsupported
 from cman.models import Container, State
 from cman.stats import Selection, StatsCollector
@@ -47,6 +49,12 @@ class FakeBackend:
     def init_pid(self, ref: str) -> int | None:
         self.init_pid_calls.append(ref)
         return self.pids.get(ref)
+
+    def require(self, feature: Feature, why: str | None = None) -> None:
+        """A local engine: every feature the collector asks for."""
+
+    def init_pids(self, containers: list[Container]) -> dict[str, int | None]:
+        return Backend.init_pids(self, containers)  # type: ignore[arg-type]  # the contract's default
 
 
 class FakeSource:
@@ -167,18 +175,20 @@ def test_pids_missing_from_listing_use_init_pid_once_per_container(host: FakeHos
 
 
 def test_docker_pids_come_from_containerd_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cman.backends import docker
+
     task = tmp_path / "moby"
     (task / "abc").mkdir(parents=True)
     (task / "abc" / "init.pid").write_text("4242")
-    monkeypatch.setattr(stats, "DOCKER_TASK_DIRS", (tmp_path / "nowhere", task))
-    backend = FakeBackend("docker", [])
-    backend.pids = {"def": 77}
+    monkeypatch.setattr(docker, "DOCKER_TASK_DIRS", (tmp_path / "nowhere", task))
+    backend = docker.DockerBackend()
+    asked: list[str] = []
+    monkeypatch.setattr(backend, "init_pid", lambda ref: asked.append(ref) or 77)
     running = [Container("docker", "abc", "a", "img", State.RUNNING, "", True),
                Container("docker", "def", "b", "img", State.RUNNING, "", True),
                Container("docker", "ghi", "c", "img", State.STOPPED, "", True)]
-    pids = stats.docker_pids(backend, running)  # type: ignore[arg-type]
-    assert pids == {"abc": 4242, "def": 77, "ghi": None}
-    assert backend.init_pid_calls == ["def"], "inspect only where the file is missing"
+    assert backend.init_pids(running) == {"abc": 4242, "def": 77, "ghi": None}
+    assert asked == ["def"], "inspect only where the file is missing"
 
 
 def test_restart_and_disappearance_are_statuses(host: FakeHost) -> None:
@@ -212,18 +222,23 @@ def test_auto_detected_backend_errors_are_collected_chosen_ones_raised(host: Fak
         collector(host, FakeSource(up, down, explicit="lxc")).tick()
 
 
-def test_remote_engines_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_remote_engines_lack_cpu_stats(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cman.backends.docker import DockerBackend
+    from cman.backends.lxd import LxdBackend
+
     monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.1:2375")
-    with pytest.raises(Unsupported, match="remote"):
-        stats.require_local("docker")
+    with pytest.raises(Unsupported, match=re.escape("DOCKER_HOST=tcp://10.0.0.1:2375")):
+        DockerBackend().require(Feature.CPU_STATS)
     monkeypatch.setenv("CMAN_LXD_ENDPOINT", "https://10.0.0.1:8443")
-    assert stats.remote_reason("lxd")
+    assert Feature.CPU_STATS not in LxdBackend().features()
+    assert Feature.NO_ICC not in LxdBackend().features() and Feature.NO_ICC not in DockerBackend().features()
+    monkeypatch.setenv("DOCKER_HOST", "")
+    assert DockerBackend().locality().local, "an empty DOCKER_HOST is the local default, as for docker"
     monkeypatch.delenv("DOCKER_HOST")
-    assert stats.remote_reason("docker") is None
-    assert stats.remote_reason("lxc") is None
+    assert Feature.CPU_STATS in DockerBackend().features()
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
     monkeypatch.setenv("CMAN_LXD_ENDPOINT", "https://localhost:8443")
-    assert stats.remote_reason("docker") is None and stats.remote_reason("lxd") is None, "loopback is this host"
+    assert DockerBackend().locality().local and LxdBackend().locality().local, "loopback is this host"
 
 
 def test_forgets_containers_that_left(host: FakeHost) -> None:

@@ -1,4 +1,4 @@
-"""The backend-neutral network: what to create, what exists, and the checks in between.
+"""The backend-neutral network spec: what to create, what exists, and how they differ.
 
 A :class:`NetworkSpec` is what the user asks for. Constructing one validates it
 (names, CIDR, gateway, DNS) without touching the host or an engine, so an invalid
@@ -30,28 +30,16 @@ Semantics (the same on every backend):
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import fcntl
 import hashlib
 import ipaddress
-import json
-import os
 import re
-import shutil
-import tempfile
-import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import Conflict, EngineUnavailable, InvalidName, InvalidValue, NetworkNotFound
-from .models import _Jsonable
-
-if TYPE_CHECKING:
-    from .backends.base import Backend
+from ..errors import Conflict, InvalidName, InvalidValue
+from ..models import _Jsonable
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAME_RULES = "network names are 1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit"
@@ -342,229 +330,6 @@ class NetworkSpecConflict(Conflict):
         self.diff = tuple(diff)
 
 
-# -- the host: routes, addresses, links ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HostRoute:
-    net: ipaddress.IPv4Network
-    dev: str | None
-    source: str
-    """"route" or "address"."""
-
-
-@dataclass(frozen=True)
-class HostNet:
-    """A snapshot of the host's IPv4 routes and addresses and its interfaces' kinds."""
-
-    routes: tuple[HostRoute, ...]
-    links: Mapping[str, str | None]
-    """Interface name -> kind ("bridge", "veth", ... or None for a plain device)."""
-
-    def overlaps(self, net: ipaddress.IPv4Network) -> list[HostRoute]:
-        return [r for r in self.routes if r.net.overlaps(net)]
-
-    def is_bridge(self, dev: str | None) -> bool:
-        return dev is not None and self.links.get(dev) == "bridge"
-
-
-def _ip_json(*args: str) -> Any:
-    from ._sys import proc as _proc
-
-    if shutil.which("ip") is None:
-        raise EngineUnavailable("host", "the `ip` command is not installed", "apt-get install iproute2")
-    return json.loads(_proc.run(["ip", "-j", *args], timeout=15, backend="host").stdout or "[]")
-
-
-def read_host() -> HostNet:
-    """Routes of the main table (not the default route) and every interface address."""
-    routes: list[HostRoute] = []
-    for r in _ip_json("-4", "route", "show", "table", "main"):
-        dst = r.get("dst")
-        if not dst or dst == "default" or r.get("type") in ("multicast", "broadcast"):
-            continue
-        with contextlib.suppress(ValueError):
-            net = ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False)
-            if isinstance(net, ipaddress.IPv4Network):
-                routes.append(HostRoute(net, r.get("dev"), "route"))
-    links: dict[str, str | None] = {}
-    for link in _ip_json("-d", "addr", "show"):
-        name = str(link.get("ifname"))
-        links[name] = (link.get("linkinfo") or {}).get("info_kind")
-        for a in link.get("addr_info") or []:
-            if a.get("family") != "inet":
-                continue
-            with contextlib.suppress(ValueError, KeyError):
-                net = ipaddress.IPv4Network(f"{a['local']}/{a['prefixlen']}", strict=False)
-                routes.append(HostRoute(net, name, "address"))
-    return HostNet(tuple(routes), links)
-
-
-def host_conflicts(spec: NetworkSpec, host: HostNet, *, defer_bridges: bool) -> list[HostRoute]:
-    """Host routes/addresses that overlap ``spec.subnet``.
-
-    With ``defer_bridges``, those on a bridge interface are left out: a bridge may be
-    this very network's (an idempotent create), which only the engine can tell.
-    """
-    if spec.subnet is None:
-        return []
-    found = host.overlaps(spec.network)
-    if defer_bridges:
-        found = [r for r in found if not host.is_bridge(r.dev)]
-    return found
-
-
-def _overlap_error(spec: NetworkSpec, hits: Sequence[HostRoute | Network]) -> InvalidValue:
-    first = hits[0]
-    if isinstance(first, HostRoute):
-        where = f"the host's {first.source} {first.net}" + (f" on {first.dev}" if first.dev else "")
-    else:
-        where = f"network {first.ref} ({first.subnet})"
-    return InvalidValue("--subnet", spec.subnet, f"overlaps {where}; choose a free range")
-
-
-# -- locking ------------------------------------------------------------------------------------
-
-
-def lock_path() -> Path:
-    """/run/cman/network.lock for root; a per-user path otherwise ($CMAN_NETWORK_LOCK overrides)."""
-    if os.environ.get(LOCK_ENV):
-        return Path(os.environ[LOCK_ENV])
-    if os.geteuid() == 0:
-        return Path("/run/cman/network.lock")
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return Path(base) / f"cman-{os.getuid()}" / "network.lock"
-
-
-_held = threading.local()
-
-
-@contextlib.contextmanager
-def host_lock(timeout: float = 120.0) -> Iterator[None]:
-    """Serialise network changes and address allocation of all cman processes on this host.
-
-    Re-entrant within a thread: a backend's ``network_create`` (called under the lock)
-    may take it again, e.g. to allocate addresses. Raises EngineTimeout after ``timeout``.
-    """
-    import time
-
-    if getattr(_held, "depth", 0):
-        _held.depth += 1
-        try:
-            yield
-        finally:
-            _held.depth -= 1
-        return
-    path = lock_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    with open(path, "a+") as fh:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    from .errors import EngineTimeout
-
-                    raise EngineTimeout(f"another cman process held {path} for {timeout:g} s") from None
-                time.sleep(0.05)
-        _held.depth = 1
-        try:
-            yield
-        finally:
-            _held.depth = 0
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-# -- resolution and the verbs -------------------------------------------------------------------
-
-
-def pool() -> ipaddress.IPv4Network:
-    text = os.environ.get(POOL_ENV) or DEFAULT_POOL
-    net = parse_subnet(text, f"${POOL_ENV}")
-    if net.prefixlen > POOL_PREFIX:
-        raise InvalidValue(f"${POOL_ENV}", text, f"must hold at least one /{POOL_PREFIX}")
-    return net
-
-
-def resolve(spec: NetworkSpec, *, bridge: str, host: HostNet, others: Iterable[Network]) -> NetworkSpec:
-    """Fill in subnet (first free /24 of the pool), gateway (first host) and bridge; check overlaps."""
-    taken = [n for n in others if n.subnet]
-    subnet = spec.subnet
-    if subnet is None:
-        for candidate in pool().subnets(new_prefix=POOL_PREFIX):
-            if not host.overlaps(candidate) and not any(
-                candidate.overlaps(ipaddress.IPv4Network(n.subnet or "")) for n in taken
-            ):
-                subnet = str(candidate)
-                break
-        else:
-            raise InvalidValue("--subnet", None, f"no free /{POOL_PREFIX} left in {pool()}: give --subnet")
-    out = dataclasses.replace(spec, subnet=subnet, bridge=bridge)
-    hits: list[HostRoute | Network] = [*host.overlaps(out.network)]
-    hits += [n for n in taken if out.network.overlaps(ipaddress.IPv4Network(n.subnet or ""))]
-    if hits:
-        raise _overlap_error(out, hits)
-    if out.gateway is None:
-        out = dataclasses.replace(out, gateway=str(next(out.network.hosts())))
-    return out
-
-
-def find(backend: Backend, name: str) -> Network | None:
-    try:
-        return backend.network_inspect(name)
-    except NetworkNotFound:
-        return None
-
-
-def check_static(backend: Backend, spec: NetworkSpec) -> None:
-    """Every check that needs neither an engine nor host state beyond a route read."""
-    from .backends.base import Feature
-
-    backend.require(Feature.NETWORKS)
-    type(backend).validate_network_spec(spec)
-    early = host_conflicts(spec, read_host(), defer_bridges=True)
-    if early:
-        raise _overlap_error(spec, early)
-
-
-def create_network(backend: Backend, spec: NetworkSpec, *, others: Iterable[Network] = ()) -> tuple[Network, bool]:
-    """Create ``spec`` on ``backend`` unless an identical network exists: (network, created).
-
-    ``others`` are networks of other backends on this host that must not overlap.
-    Raises NetworkSpecConflict (same name, other spec), InvalidValue (overlap,
-    pool exhausted), Conflict (bridge interface taken), Unsupported.
-    """
-    check_static(backend, spec)
-    with host_lock():
-        existing = find(backend, spec.name)
-        if existing is not None:
-            diff = spec_diff(existing, spec)
-            if diff:
-                raise NetworkSpecConflict(spec.name, backend.name, diff)
-            return existing, False
-        host = read_host()
-        bridge = spec.bridge or type(backend).default_bridge_name(spec.name)
-        if bridge in host.links:
-            raise Conflict(
-                f"interface {bridge} already exists on this host and belongs to no {backend.name} network {spec.name}",
-                hint="choose another --bridge, or remove that interface",
-            )
-        peers = [n for n in backend.networks() if n.name != spec.name]
-        resolved = resolve(spec, bridge=bridge, host=host, others=[*peers, *others])
-        type(backend).validate_network_spec(resolved)
-        return backend.network_create(resolved), True
-
-
-def remove_network(backend: Backend, name: str, *, force: bool = False) -> None:
-    """Remove a network (InUse while containers are attached, unless ``force``)."""
-    from .backends.base import Feature
-
-    backend.require(Feature.NETWORKS)
-    with host_lock():
-        backend.network_remove(name, force=force)
-
 
 # -- what a container joined to a network gets --------------------------------------------------
 
@@ -590,3 +355,4 @@ def check_container_ip(network: Network, ip: str) -> None:
     addr = parse_host_address(ip, net, "--ip")
     if network.gateway and str(addr) == network.gateway:
         raise InvalidValue("--ip", ip, f"is the gateway of network {network.name}")
+

@@ -1,6 +1,6 @@
 """Host-side enforcement of cman networks, shared by every backend.
 
-Three tools, all through the one subprocess gateway (:mod:`cman.backends._proc`):
+Two tools here, both through the one subprocess gateway (:mod:`cman._sys.proc`):
 
 - **Forwarding rules in DOCKER-USER.** Docker sets the FORWARD policy to DROP, and
   with ``br_netfilter`` loaded that also drops traffic *between ports of any other
@@ -11,14 +11,7 @@ Three tools, all through the one subprocess gateway (:mod:`cman.backends._proc`)
   DOCKER-USER when it starts later, so the rule is in place before it is needed.
   Docker's own networks need no rule (Docker writes theirs itself), and must not
   get one: an ACCEPT in DOCKER-USER would override Docker's ICC DROP.
-- **Bridge port isolation** (layer 2 no-ICC). ``bridge link set dev VETH isolated on``:
-  isolated ports of a bridge cannot exchange frames with each other (not even ARP),
-  while the bridge itself, the gateway, stays reachable. :func:`isolate_container`
-  finds a running container's host veth on a given bridge from its init PID (the
-  peer index of the interfaces in its network namespace) and isolates it. Backends
-  call it after a container's network is up (Docker: after start, because Docker's
-  ``enable_icc=false`` blocks IP only; LXD: because its ``security.port_isolation``
-  does not take effect on 5.0; LXC: after ``lxc-start``).
+- **Bridge port isolation** (layer 2 no-ICC) is :mod:`.isolation`.
 - **Bridges** for backends that make their own (LXC): :func:`create_bridge`,
   :func:`delete_link`, :func:`link_exists`.
 
@@ -34,10 +27,9 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ._sys import proc as _proc
-from .errors import EngineError, EngineUnavailable
+from .._sys import proc as _proc
+from ..errors import EngineUnavailable
 
 CHAIN = "DOCKER-USER"
 TAG_PREFIX = "cman:"
@@ -50,14 +42,14 @@ def tag(network: str) -> str:
     return f"{TAG_PREFIX}{network}"
 
 
-def _need(tool: str, package: str) -> str:
+def need_tool(tool: str, package: str) -> str:
     path = shutil.which(tool)
     if path is None:
         raise EngineUnavailable("host", f"`{tool}` is not installed", f"apt-get install {package}")
     return tool
 
 
-def _run(argv: Sequence[str], *, check: bool = True) -> _proc.Completed:
+def run_tool(argv: Sequence[str], *, check: bool = True) -> _proc.Completed:
     return _proc.run(argv, timeout=30, check=check, backend="host")
 
 
@@ -107,7 +99,7 @@ def _chain_rules() -> list[Rule] | None:
     """The chain's rules, or None when iptables or the chain is missing."""
     if shutil.which("iptables") is None:
         return None
-    proc = _run(["iptables", *_WAIT, "-S", CHAIN], check=False)
+    proc = run_tool(["iptables", *_WAIT, "-S", CHAIN], check=False)
     if proc.returncode != 0:
         return None
     return parse_rules(proc.stdout)
@@ -126,17 +118,17 @@ def ensure_bridge_rules(network: str, bridge: str, *, icc: bool = True) -> list[
 
     Idempotent: an identical rule is not added twice. A rule of the other verdict
     left from an earlier spec of the same network is removed. Call it under
-    :func:`cman.network.host_lock` (``create_network`` does).
+    :func:`cman.network.host.host_lock` (``create_network`` does).
     """
-    _need("iptables", "iptables")
+    need_tool("iptables", "iptables")
     want = bridge_rule(network, bridge, icc=icc)
-    if _run(["iptables", *_WAIT, "-n", "-L", CHAIN], check=False).returncode != 0:
-        _run(["iptables", *_WAIT, "-N", CHAIN])
+    if run_tool(["iptables", *_WAIT, "-n", "-L", CHAIN], check=False).returncode != 0:
+        run_tool(["iptables", *_WAIT, "-N", CHAIN])
     for old in list_rules(network, bridge):
         if old != want:
-            _run(["iptables", *_WAIT, "-D", CHAIN, *old.args])
-    if _run(["iptables", *_WAIT, "-C", CHAIN, *want.args], check=False).returncode != 0:
-        _run(["iptables", *_WAIT, "-I", CHAIN, "1", *want.args])
+            run_tool(["iptables", *_WAIT, "-D", CHAIN, *old.args])
+    if run_tool(["iptables", *_WAIT, "-C", CHAIN, *want.args], check=False).returncode != 0:
+        run_tool(["iptables", *_WAIT, "-I", CHAIN, "1", *want.args])
     return list_rules(network, bridge)
 
 
@@ -144,27 +136,13 @@ def remove_rules(network: str, bridge: str | None = None) -> list[Rule]:
     """Delete every rule tagged for ``network`` (on ``bridge`` when given); returns what went."""
     removed: list[Rule] = []
     for rule in list_rules(network, bridge):
-        proc = _run(["iptables", *_WAIT, "-D", CHAIN, *rule.args], check=False)
+        proc = run_tool(["iptables", *_WAIT, "-D", CHAIN, *rule.args], check=False)
         if proc.returncode == 0:
             removed.append(rule)
     return removed
 
 
 # -- links and bridges ----------------------------------------------------------------------------
-
-
-def _links(*args: str, netns_pid: int | None = None) -> list[dict[str, Any]]:
-    argv = ["ip", "-j", "-d", "link", "show", *args]
-    if netns_pid is not None:
-        argv = [_need("nsenter", "util-linux"), "-t", str(netns_pid), "-n", *argv]
-    _need("ip", "iproute2")
-    proc = _run(argv, check=False)
-    if proc.returncode != 0:
-        if netns_pid is not None:
-            raise EngineError(f"cannot read the interfaces of process {netns_pid}: {proc.stderr.strip()}")
-        return []
-    data = json.loads(proc.stdout or "[]")
-    return data if isinstance(data, list) else []
 
 
 def link_exists(name: str) -> bool:
@@ -176,18 +154,18 @@ def link_exists(name: str) -> bool:
 
 def create_bridge(name: str, gateway: str, prefixlen: int) -> None:
     """Create bridge ``name`` with ``gateway/prefixlen`` and bring it up (idempotent)."""
-    _need("ip", "iproute2")
+    need_tool("ip", "iproute2")
     if not link_exists(name):
-        _run(["ip", "link", "add", "name", name, "type", "bridge"])
+        run_tool(["ip", "link", "add", "name", name, "type", "bridge"])
     address = f"{gateway}/{prefixlen}"
-    have = _run(["ip", "-j", "-4", "addr", "show", "dev", name]).stdout
+    have = run_tool(["ip", "-j", "-4", "addr", "show", "dev", name]).stdout
     present = any(
         f"{a.get('local')}/{a.get('prefixlen')}" == address
         for link in json.loads(have or "[]") for a in link.get("addr_info") or []
     )
     if not present:
-        _run(["ip", "addr", "add", address, "dev", name])
-    _run(["ip", "link", "set", "dev", name, "up"])
+        run_tool(["ip", "addr", "add", address, "dev", name])
+    run_tool(["ip", "link", "set", "dev", name, "up"])
 
 
 def delete_link(name: str) -> bool:
@@ -197,53 +175,7 @@ def delete_link(name: str) -> bool:
     """
     if not link_exists(name):
         return False
-    proc = _run(["ip", "link", "delete", "dev", name], check=False)
+    proc = run_tool(["ip", "link", "delete", "dev", name], check=False)
     if proc.returncode != 0 and link_exists(name):
         raise _proc.ProcError(proc.argv, proc.returncode, proc.stdout, proc.stderr)
     return True
-
-
-# -- port isolation -------------------------------------------------------------------------------
-
-
-def bridge_ports(bridge: str) -> dict[str, bool]:
-    """The ports of ``bridge`` -> whether each is isolated."""
-    if not link_exists(bridge):
-        return {}
-    _need("bridge", "iproute2")
-    # `bridge link show master BR` ignores the filter on iproute2 6.1: filter here.
-    proc = _run(["bridge", "-j", "-d", "link", "show"], check=False)
-    if proc.returncode != 0:
-        return {}
-    return {
-        str(p["ifname"]): bool(p.get("isolated"))
-        for p in json.loads(proc.stdout or "[]")
-        if p.get("ifname") and p.get("master") == bridge
-    }
-
-
-def set_port_isolation(port: str, isolated: bool = True) -> None:
-    """``bridge link set dev PORT isolated on|off``."""
-    _need("bridge", "iproute2")
-    _run(["bridge", "link", "set", "dev", port, "isolated", "on" if isolated else "off"])
-
-
-def container_port(pid: int, bridge: str) -> str:
-    """The host-side veth, on ``bridge``, of the container whose init process is ``pid``.
-
-    Inside the container's network namespace each veth reports its peer's ifindex
-    (``link_index``); the host interface with that index and ``bridge`` as master is
-    the port. Raises EngineError when the container has no interface on the bridge.
-    """
-    peers = {int(link["link_index"]) for link in _links(netns_pid=pid) if "link_index" in link}
-    for link in _links("master", bridge):
-        if int(link.get("ifindex", -1)) in peers:
-            return str(link["ifname"])
-    raise EngineError(f"the container with init pid {pid} has no interface on bridge {bridge}")
-
-
-def isolate_container(pid: int, bridge: str) -> str:
-    """Turn on port isolation for the container's veth on ``bridge``; returns the veth's name."""
-    port = container_port(pid, bridge)
-    set_port_isolation(port, True)
-    return port
