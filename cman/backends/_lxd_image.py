@@ -244,14 +244,10 @@ class _Rejoined(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
-        if self.head:
-            out = self.head if size < 0 else self.head[:size]
-            self.head = self.head[len(out):]
-            if size < 0:
-                out += self.rest.read()
-            return out
-        data: bytes = self.rest.read(size)
-        return data
+        head, self.head = (self.head, b"") if size < 0 else (self.head[:size], self.head[size:])
+        want = -1 if size < 0 else size - len(head)
+        rest: bytes = self.rest.read(want) if want != 0 else b""
+        return head + rest
 
 
 def _copy_members(src: tarfile.TarFile, dst: tarfile.TarFile) -> dict[str, bytes]:

@@ -150,3 +150,23 @@ def test_build_unified_refuses_escapes_and_garbage(tmp_path: Path) -> None:
     with pytest.raises(InvalidValue, match="tar"):
         li.build_unified(garbage, "g", out_dir=tmp_path)
     assert not list(tmp_path.glob("cman-lxd-image-*")), "no temporary file is left behind"
+
+
+def test_build_unified_reads_the_architecture_from_the_rootfs(tmp_path: Path) -> None:
+    """An aarch64 busybox makes an aarch64 image, whatever the host is (as raw LXC's store says)."""
+    import io as _io
+
+    elf = b"\x7fELF\x02\x01\x01" + b"\0" * 11 + (183).to_bytes(2, "little") + b"\0" * 5000
+    src = tmp_path / "arm.tar"
+    with tarfile.open(src, "w") as tar:
+        info = tarfile.TarInfo("bin/busybox")
+        info.size = len(elf)
+        tar.addfile(info, _io.BytesIO(elf))
+    built = li.build_unified(src, "arm", out_dir=tmp_path)
+    try:
+        with tarfile.open(built.path) as tar:
+            meta = json.loads(tar.extractfile("metadata.yaml").read())  # type: ignore[union-attr]
+            assert tar.extractfile("rootfs/bin/busybox").read() == elf  # type: ignore[union-attr]
+        assert meta["architecture"] == "aarch64"
+    finally:
+        built.path.unlink()
