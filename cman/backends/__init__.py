@@ -1,6 +1,6 @@
-"""Backend registry: name -> "module:Class", imported only when asked for.
+"""Backend registry: name -> "package:Class", imported only when asked for.
 
-Adding a backend is one module and one line here; the CLI needs no change.
+Adding a backend is one package and one line here; the CLI needs no change.
 Importing this package costs nothing: docker and pylxd load only when
 :func:`load` is called for their backend.
 """
@@ -49,13 +49,11 @@ def load(name: str) -> Backend:
 
 
 def quick_reachable(name: str) -> bool:
-    """Cheap reachability check without importing the engine's SDK.
+    """Cheap reachability check without importing the engine's SDK (:meth:`Backend.reachable`).
 
     Used to pick a default backend and to decide which backends ``ps -a`` asks.
     """
-    from . import _reach
-
-    return _reach.reachable(name)
+    return backend_class(name).reachable()
 
 
 def checked(name: str, source: str = "--backend") -> str:

@@ -111,6 +111,12 @@ class Backend(abc.ABC):
         """Is the engine installed, running and reachable? Never raises; says the fix."""
 
     @classmethod
+    def reachable(cls) -> bool:
+        """A cheap guess whether the engine answers (a socket connect, a PATH lookup), with no
+        SDK imported: picks the default backend and the backends a listing asks."""
+        return cls.probe().reachable
+
+    @classmethod
     @abc.abstractmethod
     def validate_name(cls, name: str) -> None:
         """Raise InvalidName unless ``name`` follows the engine's rules for containers."""

@@ -352,6 +352,10 @@ class DockerBackend(Backend):
         return EngineStatus("docker", installed, True, True, version=str(version.get("Version")), endpoint=host)
 
     @classmethod
+    def reachable(cls) -> bool:
+        return _reach.reachable("docker")
+
+    @classmethod
     def validate_name(cls, name: str) -> None:
         check_name(name, NAME_RE, 128, NAME_RULES)
 

@@ -96,7 +96,7 @@ from ..models import (
     StdIO,
 )
 from ..validate import check_config_value, check_name
-from . import _lxc_net
+from . import _lxc_net, _reach
 from ._lxc_images import DEFAULT_STORE, TEMPLATE_CONFIG_KEYS, ImageStore, created_by, to_image, validate_alias
 from .base import Backend, Feature
 
@@ -339,6 +339,10 @@ class LxcBackend(Backend):
                                 problem=f"no write access to {existing} (the LXC path)",
                                 fix=f"run as root, or set {ENV_LXC_PATH} to a directory you own")
         return EngineStatus("lxc", True, True, True, version=version, endpoint=lxcpath)
+
+    @classmethod
+    def reachable(cls) -> bool:
+        return _reach.reachable("lxc")
 
     @classmethod
     def validate_name(cls, name: str) -> None:

@@ -683,6 +683,10 @@ class LxdBackend(Backend):
         return EngineStatus("lxd", installed, True, True, version=version, endpoint=remote.endpoint)
 
     @classmethod
+    def reachable(cls) -> bool:
+        return _reach.reachable("lxd")
+
+    @classmethod
     def validate_name(cls, name: str) -> None:
         check_name(name, NAME_RE, 63, NAME_RULES)
 
