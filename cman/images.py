@@ -55,7 +55,8 @@ MAP_ENV = {"lxd": "CMAN_LXD_IMAGE_MAP", "lxc": "CMAN_LXC_IMAGE_MAP"}
 """Per engine: a JSON object of short name -> source, added to (or replacing) the table."""
 
 
-def _env_mapping(var: str) -> dict[str, str]:
+def env_mapping(var: str) -> dict[str, str]:
+    """A JSON object of strings from the environment variable ``var`` ({} when unset)."""
     text = os.environ.get(var, "").strip()
     if not text:
         return {}
@@ -72,7 +73,7 @@ def short_names(engine: str) -> dict[str, str]:
     """The short-name map of one engine: the table's column, then the engine's environment map."""
     column = {name: sources[engine] for name, sources in SHORT_NAMES.items() if engine in sources}
     var = MAP_ENV.get(engine)
-    return {**column, **(_env_mapping(var) if var else {})}
+    return {**column, **(env_mapping(var) if var else {})}
 
 
 def expand(ref: str, engine: str) -> str:
@@ -107,6 +108,11 @@ def elf_architecture(head: bytes) -> str | None:
 def normalize_arch(name: str | None) -> str | None:
     """``amd64`` -> ``x86_64``: one spelling for every engine."""
     return DISTRO_ARCHES.get(name or "", name) if name else None
+
+
+def distro_arch(machine: str) -> str:
+    """The image servers' name (``amd64``) for the kernel's (``x86_64``)."""
+    return next((distro for distro, kernel in DISTRO_ARCHES.items() if kernel == machine), machine)
 
 
 def host_architecture() -> str:

@@ -144,3 +144,16 @@ def request(
 def get_json(socket_path: str, path: str, params: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
     """GET ``path`` and decode its JSON body."""
     return request(socket_path, "GET", path, params=params, timeout=timeout).json()
+
+
+def connects(path: str, timeout: float = 1.0) -> bool:
+    """Does something accept connections on the unix socket ``path``? (a cheap liveness check)"""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()

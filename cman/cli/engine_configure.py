@@ -31,7 +31,7 @@ def register(engine_app: typer.Typer) -> None:
         SIGTERM and the same command line without systemd) and restores the old
         file if the daemon does not come back.
         """
-        from ..daemon_config import DaemonSettings, configure
+        from ..dockerd import DaemonSettings, configure
 
         settings = DaemonSettings(
             bridge=bridge,

@@ -1,9 +1,10 @@
-"""CPU accounting commands: ``stats``, ``top`` and ``monitor start|stop|restart|status|run``.
+"""CPU accounting commands: ``stats`` and ``top`` (``monitor`` is in :mod:`.monitor`).
 
 ``stats --no-stream`` answers from a running monitor's samples when they are fresh
 (no engine call, no wait); otherwise it lists each backend once, reads every
-container's cgroup, waits ``--interval`` and reads again. rich is imported only to
-draw on a terminal (streaming ``stats`` and ``top``).
+container's cgroup, waits ``--interval`` and reads again. How rows look is
+:mod:`.stats_format`; rich is imported only to draw on a terminal (streaming
+``stats`` and ``top``).
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import json
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..errors import AmbiguousName, CmanError, ExitCode, InvalidValue, UsageError
+from ..errors import AmbiguousName, CmanError, InvalidValue, UsageError
 from ._common import Session, backends_split, print_json, print_table, session, warn
 from ._common import only_command as _only
+from .monitor import PidfileOpt
+from .stats_format import HEADERS, Key, Row, by_cpu, by_name, rich_table, table_row, totals_line
 
 if TYPE_CHECKING:
     from ..cgroups import Prefer
@@ -29,106 +32,12 @@ if TYPE_CHECKING:
 
 # `stats --no-stream` with a monitor running reads one JSON file and prints: that path
 # imports neither cman.stats nor cman.cgroups (their dataclasses cost ~20 ms to create).
-# Rows are the JSON objects of `cman stats --json` (ContainerStats.to_dict()).
-Row = dict[str, Any]
-Key = tuple[str, str]
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Names = Annotated[list[str] | None, typer.Argument(help="NAME or BACKEND:NAME (default: the running containers cman manages).", show_default=False)]
 All = Annotated[bool, typer.Option("--all", "-a", help="Every container, also unmanaged and stopped ones.")]
 Interval = Annotated[str, typer.Option("--interval", metavar="SEC", help="Seconds between samples (> 0).")]
 Cgroup = Annotated[str, typer.Option("--cgroup", metavar="auto|v1|v2", help="Counters to read: auto, v1 or v2 (auto prefers v2 where the container has one).")]
-PidfileOpt = Annotated[Path | None, typer.Option("--pidfile", metavar="PATH", help="Monitor pidfile (default $CMAN_MONITOR_PIDFILE, else /run/cman/monitor.pid for root).")]
-ListenOpt = Annotated[str, typer.Option("--listen", metavar="IP:PORT", help="IP:PORT for the metrics server (default 127.0.0.1:9464, loopback).")]
-LogOpt = Annotated[Path | None, typer.Option("--log", metavar="PATH", help="Append the daemon's log here (default: /dev/null; `run`: stderr).")]
-
-HEADERS = ("NAME", "BACKEND", "CPU %", "USER %", "SYS %", "CPU TIME", "PID", "STATUS")
-UNKNOWN = "--"
-SPARKS = "▁▂▃▄▅▆▇█"
-
-
-# -- formatting (pure; unit-tested with fake samples) ----------------------------------------
-
-
-def fmt_percent(value: float | None) -> str:
-    """``12.34%``; unknown is ``--``, never ``0.00%``."""
-    return UNKNOWN if value is None else f"{value:.2f}%"
-
-
-def fmt_cpu_time(ns: int | None) -> str:
-    """Cumulative CPU time: ``0.42s``, ``3m05s``, ``2h03m``."""
-    if ns is None:
-        return UNKNOWN
-    seconds = ns / 1e9
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    minutes, sec = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{sec:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
-def status_text(row: Row) -> str:
-    """The container's state when the sample is fine, else why it has no rates."""
-    return str(row["state"] if row["status"] == "ok" else row["status"])
-
-
-def table_row(row: Row) -> list[str]:
-    pid = row.get("pid")
-    return [
-        str(row["name"]),
-        str(row["backend"]),
-        fmt_percent(row.get("cpu_percent")),
-        fmt_percent(row.get("cpu_user_percent")),
-        fmt_percent(row.get("cpu_system_percent")),
-        fmt_cpu_time(row.get("cpu_usage_ns")),
-        "" if pid is None else str(pid),
-        status_text(row),
-    ]
-
-
-def by_name(rows: Iterable[Row]) -> list[Row]:
-    return sorted(rows, key=lambda r: (r["backend"], r["name"]))
-
-
-def by_cpu(rows: Iterable[Row]) -> list[Row]:
-    """Busiest first; unknown rates last, then by backend and name."""
-    return sorted(rows, key=lambda r: (r.get("cpu_percent") is None, -(r.get("cpu_percent") or 0.0), r["backend"], r["name"]))
-
-
-def sparkline(values: Iterable[float | None], width: int = 20, scale: float = 100.0) -> str:
-    """Recent CPU % as block characters, oldest left; 100 % (one CPU) is a full block.
-
-    Unknown samples are blank; the line is right-aligned to ``width``.
-    """
-    out = []
-    for v in list(values)[-width:]:
-        if v is None:
-            out.append(" ")
-        else:
-            out.append(SPARKS[min(len(SPARKS) - 1, max(0, round(min(v, scale) / scale * (len(SPARKS) - 1))))])
-    return "".join(out).rjust(width)
-
-
-def backend_totals(rows: Iterable[Row]) -> dict[str, tuple[int, float | None]]:
-    """Backend -> (running containers, summed CPU % or None while every rate is unknown)."""
-    totals: dict[str, tuple[int, float | None]] = {}
-    for r in rows:
-        count, total = totals.get(r["backend"], (0, None))
-        if r.get("pid") is not None:
-            count += 1
-        if r.get("cpu_percent") is not None:
-            total = (total or 0.0) + r["cpu_percent"]
-        totals[r["backend"]] = (count, total)
-    return totals
-
-
-def totals_line(rows: Sequence[Row]) -> str:
-    parts = []
-    for backend, (count, total) in sorted(backend_totals(rows).items()):
-        parts.append(f"{backend}: {count} running, {fmt_percent(total)}")
-    return "   ".join(parts) if parts else "no containers"
 
 
 # -- selection ------------------------------------------------------------------------------
@@ -236,31 +145,6 @@ def _print_rows(rows: Sequence[Row], as_json: bool) -> None:
     else:
         print_table(HEADERS, [table_row(r) for r in rows])
 
-
-def _rich_table(rows: Sequence[Row], history: dict[Key, deque[float | None]] | None = None, width: int = 0) -> Any:
-    """A table for rich; with ``history``, a sparkline column as wide as the terminal allows."""
-    from rich.table import Table
-
-    cells = [table_row(r) for r in rows]
-    spark = 0
-    if history is not None:
-        # Numbers and names keep their full width; the sparkline takes what is left (up to 30).
-        used = sum(max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(HEADERS)) + 2 * len(HEADERS)
-        spark = min(30, width - used) if width else 20
-        if spark < 8:
-            spark = 0
-    table = Table(box=None, header_style="bold", pad_edge=False, expand=False)
-    for h in HEADERS:
-        table.add_column(h, justify="right" if h in ("CPU %", "USER %", "SYS %", "CPU TIME", "PID") else "left", no_wrap=True)
-    if spark:
-        table.add_column("CPU % HISTORY", no_wrap=True, width=max(spark, len("CPU % HISTORY")))
-    for r, row_cells in zip(rows, cells, strict=True):
-        if spark and history is not None:
-            row_cells = [*row_cells, sparkline(history.get((r["backend"], r["id"]), ()), width=spark)]
-        table.add_row(*row_cells)
-    return table
-
-
 # -- commands ------------------------------------------------------------------------------
 
 
@@ -334,110 +218,6 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         collector = StatsCollector(s, _selection(s, names or [], all_), prefer=prefer)
         _top(collector, seconds)
 
-    monitor_app = typer.Typer(
-        help="The CPU monitor daemon: Prometheus metrics and instant `cman stats`.", no_args_is_help=True
-    )
-
-    def _config(ctx: typer.Context, interval: str, listen: str, pidfile: Path | None, log: Path | None) -> Any:
-        from .. import backends
-        from ..monitor import MonitorConfig, is_loopback, parse_listen
-        from ..stats import parse_interval
-
-        s = session(ctx)
-        address = parse_listen(listen)
-        if not is_loopback(address[0]):
-            warn(f"the metrics server will listen on {address[0]}, beyond loopback: other machines can read it")
-        backends.explicit_name(s.backend_option)  # a bad --backend fails now, not in the daemon
-        return MonitorConfig(
-            interval=parse_interval(interval), listen=address, pidfile=pidfile, log=log, backend_option=s.backend_option
-        ).checked()
-
-    def _start(config: Any) -> None:
-        from ..monitor import format_listen, start
-
-        pid = start(config)
-        sys.stdout.write(
-            f"cman monitor started: PID {pid}, metrics on http://{format_listen(config.listen)}/metrics,"
-            f" pidfile {config.pidfile}\n"
-        )
-
-    def _stop(pidfile: Path | None, timeout: float) -> None:
-        from ..monitor import stop
-
-        pid = stop(pidfile, timeout)
-        if pid is None:
-            sys.stderr.write("cman: monitor is not running\n")
-        else:
-            sys.stdout.write(f"cman monitor stopped (PID {pid})\n")
-
-    @monitor_app.command("start")
-    def monitor_start(
-        ctx: typer.Context,
-        interval: Interval = "1",
-        listen: ListenOpt = "127.0.0.1:9464",
-        pidfile: PidfileOpt = None,
-        log: LogOpt = None,
-    ) -> None:
-        """Start the daemon in the background (exit 4 if one already runs, with its PID)."""
-        _start(_config(ctx, interval, listen, pidfile, log))
-
-    @monitor_app.command("stop")
-    def monitor_stop(
-        pidfile: PidfileOpt = None,
-        timeout: Annotated[float, typer.Option("--timeout", "-t", help="Seconds to wait after SIGTERM before SIGKILL.")] = 10,
-    ) -> None:
-        """SIGTERM the daemon and wait until it is gone (exit 0 also when it was not running)."""
-        _stop(pidfile, timeout)
-
-    @monitor_app.command("restart")
-    def monitor_restart(
-        ctx: typer.Context,
-        interval: Interval = "1",
-        listen: ListenOpt = "127.0.0.1:9464",
-        pidfile: PidfileOpt = None,
-        log: LogOpt = None,
-    ) -> None:
-        """Stop the daemon if it runs, then start it with these options."""
-        config = _config(ctx, interval, listen, pidfile, log)
-        _stop(config.pidfile, 10)
-        _start(config)
-
-    @monitor_app.command("status")
-    def monitor_status(pidfile: PidfileOpt = None, as_json: Json = False) -> None:
-        """Say whether the daemon runs: exit 0 running, 3 stopped (LSB)."""
-        from ..monitor import status
-
-        st = status(pidfile)
-        if as_json:
-            print_json(st.to_dict())
-        elif st.running:
-            pid = f"PID {st.pid}" if st.pid else "PID unknown"
-            line = f"cman monitor is running ({pid})"
-            if st.state is not None:
-                line += (f", metrics on http://{st.state.listen}/metrics, {len(st.state.rows)} containers,"
-                         f" last sample {st.state.age_s:.1f}s ago")
-            sys.stdout.write(line + "\n")
-        else:
-            sys.stdout.write(f"cman monitor is stopped (no lock on {st.pidfile})\n")
-        if not st.running:
-            raise typer.Exit(int(ExitCode.NOT_FOUND))  # 3: LSB "program is not running"
-
-    @monitor_app.command("run")
-    def monitor_run(
-        ctx: typer.Context,
-        interval: Interval = "1",
-        listen: ListenOpt = "127.0.0.1:9464",
-        pidfile: PidfileOpt = None,
-        log: LogOpt = None,
-    ) -> None:
-        """Run in the foreground (for systemd: examples/cman-monitor.service); SIGTERM stops it."""
-        from ..monitor import run_foreground
-
-        run_foreground(_config(ctx, interval, listen, pidfile, log))
-
-    if only in (None, "monitor"):
-        app.add_typer(monitor_app, name="monitor")
-
 
 # -- drawing ------------------------------------------------------------------------------------
 
@@ -462,7 +242,7 @@ def _stream(collector: StatsCollector, interval: float, as_json: bool, warner: _
     with Live(console=console, auto_refresh=False, transient=False) as live:
         for snapshot in _ticks(collector, interval):
             warner(snapshot)
-            live.update(_rich_table(by_name(_rows(snapshot))), refresh=True)
+            live.update(rich_table(by_name(_rows(snapshot))), refresh=True)
 
 
 def _top(collector: StatsCollector, interval: float) -> None:
@@ -502,7 +282,7 @@ def _top(collector: StatsCollector, interval: float) -> None:
                     totals_line(rows),
                 )
                 footer = Text("q: quit", style="dim")
-                live.update(Group(header, Text(""), _rich_table(rows, history, console.width), Text(""), footer), refresh=True)
+                live.update(Group(header, Text(""), rich_table(rows, history, console.width), Text(""), footer), refresh=True)
                 next_at += interval
                 while (remaining := next_at - time.monotonic()) > 0:
                     if select.select([fd], [], [], remaining)[0]:
@@ -515,3 +295,4 @@ def _top(collector: StatsCollector, interval: float) -> None:
         return
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+

@@ -63,6 +63,17 @@ _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 # -- validation of single values (shared with `cman run --ip/--dns/--dns-search`) -----------------
 
 
+NO_NETWORK = "none"
+"""``--network none``: loopback only, on every backend; never the name of a network."""
+
+
+def check_creatable_name(name: str) -> None:
+    """A name ``network create`` may use: not ``none``, which means "no network"."""
+    if name == NO_NETWORK:
+        raise InvalidName(f"invalid network name {name!r}",
+                          hint="`--network none` means loopback only; choose another name")
+
+
 def check_network_name(name: str) -> str:
     if not NAME_RE.fullmatch(name or ""):
         raise InvalidName(f"invalid network name {name!r}", hint=NAME_RULES)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cman import daemon_config as dc
+from cman import dockerd as dc
 from cman.backends.docker import DockerBackend
 
 from ..conftest import cli, unavailable
@@ -50,7 +50,13 @@ def _wait_idle(timeout: float = 90) -> bool:
         backend.close()
 
 
-def test_apply_restarts_dockerd_and_everything_is_restored() -> None:
+SETUP_PIDFILE = Path("/run/cman-dockerd.pid")
+"""Where scripts/setup-engines.sh records the dockerd it started: cman must keep it current."""
+
+
+def test_apply_restarts_dockerd_and_everything_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    if SETUP_PIDFILE.exists():
+        monkeypatch.setenv(dc.ENV_PIDFILE, str(SETUP_PIDFILE))
     if os.geteuid() != 0:
         pytest.skip("needs root")
     if dc.systemd_running():
@@ -83,9 +89,9 @@ def test_apply_restarts_dockerd_and_everything_is_restored() -> None:
         assert (after.argv, dict(after.env), after.cwd, after.log) == (daemon.argv, dict(daemon.env), daemon.cwd, daemon.log), \
             "started again the way it was started"
         assert MIRROR in _mirrors(), "the new setting is live"
-        pidfile = dc.SETUP_PIDFILE
-        if pidfile.exists():
-            assert pidfile.read_text().strip() == str(after.pid)
+        for pidfile in dc.wrapper_pidfiles():
+            if pidfile.exists():
+                assert pidfile.read_text().strip() == str(after.pid)
 
         same = cli("engine", "configure", "docker", "--config", str(path), "--registry-mirror", MIRROR, "--apply")
         assert same.returncode == 0, same.stderr
@@ -106,7 +112,7 @@ def test_apply_restarts_dockerd_and_everything_is_restored() -> None:
 def _restart_back(before: dc.DaemonProcess) -> None:
     """Restart with the restored file; if no dockerd runs at all, start it the way it was."""
     if dc.find_dockerd() is None:
-        dc._start_like(before)
+        dc.start_like(before)
         assert dc.wait_for(dc.docker_answers, 90), "dockerd did not come back"
         return
     dc.restart_dockerd(timeout=120)

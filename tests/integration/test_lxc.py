@@ -30,7 +30,8 @@ from unittest import mock
 import pexpect
 import pytest
 
-from cman.backends.lxc import ENV_IMAGES, ENV_LXC_PATH, LxcBackend
+from cman.backends.lxc import LxcBackend
+from cman.backends.lxc.tools import ENV_IMAGES, ENV_LXC_PATH
 from cman.errors import CmanError
 from cman.models import State, StdIO
 

@@ -33,8 +33,9 @@ from unittest import mock
 
 import pytest
 
-from cman.backends import _lxc_net
-from cman.backends.lxc import ENV_IMAGES, ENV_LXC_PATH, LxcBackend
+from cman.backends.lxc import LxcBackend
+from cman.backends.lxc import net as lxc_net
+from cman.backends.lxc.tools import ENV_IMAGES, ENV_LXC_PATH
 from cman.errors import CmanError
 from cman.network import isolation, netfilter, read_host
 
@@ -93,7 +94,7 @@ class Lab:
         return dict(json.loads(proc.stdout)[0]["addresses"])
 
     def record(self, network: str) -> dict[str, Any] | None:
-        path = self.lxcpath / _lxc_net.RECORDS_DIR / f"{network}.json"
+        path = self.lxcpath / lxc_net.RECORDS_DIR / f"{network}.json"
         return json.loads(path.read_text()) if path.exists() else None
 
     def sh(self, container: str, script: str) -> subprocess.CompletedProcess[str]:
@@ -301,7 +302,7 @@ def test_force_rm_detaches_containers_and_leaves_nothing(lab: Lab, made: list[st
     for n in (up, idle):
         config = (lab.lxcpath / n / "config").read_text()
         assert "lxc.net.0.type = empty" in config and "veth" not in config and bridge not in config
-        assert not (lab.lxcpath / n / _lxc_net.HOOK_NAME).exists()
+        assert not (lab.lxcpath / n / lxc_net.HOOK_NAME).exists()
         assert lab.address(n) == {}
     assert lab.eth0(up) is None, "the running container lost its interface"
     assert lab.cli("restart", "-t", "1", up).returncode == 0, "and starts again, loopback only"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cman import daemon_config as dc
+from cman import dockerd as dc
 from cman.errors import InvalidValue, UsageError
 
 from ..conftest import assert_clean_error, cli
@@ -97,12 +97,12 @@ def test_unreadable_json_is_an_error_and_left_alone(tmp_path: Path) -> None:
         dc.plan(path, dc.DaemonSettings(icc=False))
 
 
-def test_write_atomic_keeps_mode_and_leaves_no_temp(tmp_path: Path) -> None:
+def test_write_config_keeps_mode_and_leaves_no_temp(tmp_path: Path) -> None:
     path = tmp_path / "etc" / "daemon.json"
-    dc.write_atomic(path, "{}\n")
+    dc.write_config(path, "{}\n")
     assert path.read_text() == "{}\n" and (path.stat().st_mode & 0o777) == 0o644
     path.chmod(0o600)
-    dc.write_atomic(path, '{"icc": true}\n')
+    dc.write_config(path, '{"icc": true}\n')
     assert json.loads(path.read_text()) == {"icc": True}
     assert (path.stat().st_mode & 0o777) == 0o600
     assert sorted(p.name for p in path.parent.iterdir()) == ["daemon.json"]

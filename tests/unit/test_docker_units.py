@@ -6,13 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from cman.backends._docker_api import SshTransport, ssh_argv
-from cman.backends.docker import (
-    DockerBackend,
-    _container_from_summary,
-    _parse_time,
-    classify_start_failure,
-)
+from cman._sys.times import parse_time
+from cman.backends.docker import DockerBackend
+from cman.backends.docker.api import SshTransport, ssh_argv
+from cman.backends.docker.containers import classify_start_failure
+from cman.backends.docker.convert import container_from_summary
 from cman.errors import ExitCode, InvalidName
 from cman.models import State
 
@@ -63,16 +61,16 @@ def test_summary_parsing() -> None:
         "Labels": {"cman.managed": "true", "x": "y"},
         "Command": "sleep 1",
     }
-    c = _container_from_summary(raw)
+    c = container_from_summary(raw)
     assert (c.name, c.state, c.managed, c.backend) == ("web", State.STOPPED, True, "docker")
     assert c.created is not None and c.created.year == 2023
     assert c.to_dict()["state"] == "stopped"
 
 
 def test_parse_time_unknown_is_none() -> None:
-    assert _parse_time("0001-01-01T00:00:00Z") is None
-    assert _parse_time(0) is None
-    t = _parse_time("2024-05-01T10:20:30.123456789Z")
+    assert parse_time("0001-01-01T00:00:00Z") is None
+    assert parse_time(0) is None
+    t = parse_time("2024-05-01T10:20:30.123456789Z")
     assert t is not None and t.microsecond == 123456
 
 

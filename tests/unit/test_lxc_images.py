@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cman._sys import proc as _proc
-from cman.backends import _lxc_images, lxc
+from cman.backends.lxc import LxcBackend, connection, store, tools
 from cman.errors import ImageNotFound, InUse, InvalidName, InvalidValue
 
 
@@ -39,27 +39,27 @@ def _tarball(path: Path, *, unified: bool = False, init: bool = True, mode: str 
 
 
 @pytest.fixture
-def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> lxc.LxcBackend:
-    monkeypatch.setenv(lxc.ENV_LXC_PATH, str(tmp_path / "lxc"))
-    monkeypatch.setenv(lxc.ENV_IMAGES, str(tmp_path / "images"))
-    monkeypatch.setattr(lxc.shutil, "which", lambda name: f"/usr/bin/{name}")
+def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LxcBackend:
+    monkeypatch.setenv(tools.ENV_LXC_PATH, str(tmp_path / "lxc"))
+    monkeypatch.setenv(tools.ENV_IMAGES, str(tmp_path / "images"))
+    monkeypatch.setattr(connection.shutil, "which", lambda name: f"/usr/bin/{name}")
 
     def no_tools(*args: object, **kwargs: object) -> None:
         pytest.fail(f"image operations run no tool: {args!r}")
 
     monkeypatch.setattr(_proc, "run", no_tools)
     (tmp_path / "lxc").mkdir()
-    return lxc.LxcBackend()
+    return LxcBackend()
 
 
-def _fake_container(backend: lxc.LxcBackend, name: str, image_id: str) -> None:
+def _fake_container(backend: LxcBackend, name: str, image_id: str) -> None:
     d = Path(backend.lxcpath) / name
     d.mkdir()
     (d / "config").write_text("lxc.uts.name = x\n")
     (d / "cman.json").write_text(json.dumps({"managed": True, "image_id": image_id}))
 
 
-def test_import_stores_tarball_and_metadata(backend: lxc.LxcBackend, tmp_path: Path) -> None:
+def test_import_stores_tarball_and_metadata(backend: LxcBackend, tmp_path: Path) -> None:
     src = _tarball(tmp_path / "rootfs.tar.gz")
     image = backend.image_import(src, "cmantest-bb")
     assert image.backend == "lxc" and image.id.startswith("sha256:")
@@ -80,27 +80,27 @@ def test_import_stores_tarball_and_metadata(backend: lxc.LxcBackend, tmp_path: P
 
 
 @pytest.mark.parametrize(("mode", "suffix"), [("w", ""), ("w:gz", ".gz"), ("w:xz", ".xz"), ("w:bz2", ".bz2")])
-def test_import_compressions(backend: lxc.LxcBackend, tmp_path: Path, mode: str, suffix: str) -> None:
+def test_import_compressions(backend: LxcBackend, tmp_path: Path, mode: str, suffix: str) -> None:
     src = _tarball(tmp_path / f"rootfs.tar{suffix}", mode=mode)
     backend.image_import(src, "img")
     assert backend.store.get("img")["file"] == f"rootfs.tar{suffix}"
 
 
-def test_import_unified_lxd_layout(backend: lxc.LxcBackend, tmp_path: Path) -> None:
+def test_import_unified_lxd_layout(backend: LxcBackend, tmp_path: Path) -> None:
     backend.image_import(_tarball(tmp_path / "u.tar.gz", unified=True), "unified")
     meta = backend.store.get("unified")
     assert meta["rootfs_prefix"] == "rootfs"
     assert meta["architecture"] == "aarch64"
 
 
-def test_import_refuses_rootfs_without_init(backend: lxc.LxcBackend, tmp_path: Path) -> None:
+def test_import_refuses_rootfs_without_init(backend: LxcBackend, tmp_path: Path) -> None:
     with pytest.raises(InvalidValue, match="init"):
         backend.image_import(_tarball(tmp_path / "r.tar.gz", init=False), "noinit")
     assert backend.images() == []
     assert not list(backend.store.root.glob(".tmp-*")), "no half-imported leftovers"
 
 
-def test_import_refuses_non_tar(backend: lxc.LxcBackend, tmp_path: Path) -> None:
+def test_import_refuses_non_tar(backend: LxcBackend, tmp_path: Path) -> None:
     bad = tmp_path / "notes.txt"
     bad.write_text("hello")
     with pytest.raises(InvalidValue, match="tar"):
@@ -108,12 +108,12 @@ def test_import_refuses_non_tar(backend: lxc.LxcBackend, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("name", ["-x", "a b", "template:busybox", "download:debian/x", "", "x" * 200])
-def test_import_refuses_bad_names(backend: lxc.LxcBackend, tmp_path: Path, name: str) -> None:
+def test_import_refuses_bad_names(backend: LxcBackend, tmp_path: Path, name: str) -> None:
     with pytest.raises((InvalidName, InvalidValue)):
         backend.image_import(_tarball(tmp_path / "r.tar.gz"), name)
 
 
-def test_each_import_is_a_new_image_and_names_move(backend: lxc.LxcBackend, tmp_path: Path) -> None:
+def test_each_import_is_a_new_image_and_names_move(backend: LxcBackend, tmp_path: Path) -> None:
     src = _tarball(tmp_path / "r.tar.gz")
     first = backend.image_import(src, "app")
     second = backend.image_import(src, "app")
@@ -124,7 +124,7 @@ def test_each_import_is_a_new_image_and_names_move(backend: lxc.LxcBackend, tmp_
     assert a.stat().st_ino == b.stat().st_ino, "identical tarballs are hard-linked"
 
 
-def test_remove_refused_while_used_unless_forced(backend: lxc.LxcBackend, tmp_path: Path) -> None:
+def test_remove_refused_while_used_unless_forced(backend: LxcBackend, tmp_path: Path) -> None:
     image = backend.image_import(_tarball(tmp_path / "r.tar.gz"), "used")
     _fake_container(backend, "cmantest-user", image.id)
     with pytest.raises(InUse, match="cmantest-user"):
@@ -134,7 +134,7 @@ def test_remove_refused_while_used_unless_forced(backend: lxc.LxcBackend, tmp_pa
         backend.image_inspect("used")
 
 
-def test_remove_one_of_several_names_only_untags(backend: lxc.LxcBackend, tmp_path: Path) -> None:
+def test_remove_one_of_several_names_only_untags(backend: LxcBackend, tmp_path: Path) -> None:
     image = backend.image_import(_tarball(tmp_path / "r.tar.gz"), "one")
     backend.store.set_alias(backend.store.get("one"), "two")
     _fake_container(backend, "cmantest-user", image.id)
@@ -144,12 +144,12 @@ def test_remove_one_of_several_names_only_untags(backend: lxc.LxcBackend, tmp_pa
         backend.image_inspect("one")
 
 
-def test_remove_missing_image(backend: lxc.LxcBackend) -> None:
+def test_remove_missing_image(backend: LxcBackend) -> None:
     with pytest.raises(ImageNotFound):
         backend.image_remove("nope")
 
 
-def test_prune_removes_only_unnamed_unused_images(backend: lxc.LxcBackend, tmp_path: Path) -> None:
+def test_prune_removes_only_unnamed_unused_images(backend: LxcBackend, tmp_path: Path) -> None:
     src = _tarball(tmp_path / "r.tar.gz")
     old_unused = backend.image_import(src, "a")
     backend.image_import(src, "a")  # "a" moves: old_unused has no name now
@@ -165,13 +165,13 @@ def test_prune_removes_only_unnamed_unused_images(backend: lxc.LxcBackend, tmp_p
     assert backend.image_inspect("a") and backend.image_inspect("b")
 
 
-def test_pull_of_a_stored_name_is_up_to_date(backend: lxc.LxcBackend, tmp_path: Path) -> None:
+def test_pull_of_a_stored_name_is_up_to_date(backend: LxcBackend, tmp_path: Path) -> None:
     backend.image_import(_tarball(tmp_path / "r.tar.gz"), "local")
     events = list(backend.pull("local"))
     assert len(events) == 1 and "up to date" in events[0].status
 
 
-def test_pull_unknown_name_is_not_found(backend: lxc.LxcBackend) -> None:
+def test_pull_unknown_name_is_not_found(backend: LxcBackend) -> None:
     with pytest.raises(ImageNotFound):
         list(backend.pull("nosuchimage"))
 
@@ -186,5 +186,5 @@ def test_scan_handles_dot_slash_members(tmp_path: Path) -> None:
         info = tarfile.TarInfo("./sbin/init")
         info.type, info.linkname = tarfile.SYMTYPE, "../bin/busybox"
         tar.addfile(info)
-    scan = _lxc_images.scan_tarball(path)
+    scan = store.scan_tarball(path)
     assert scan.has_init and scan.prefix == "" and not scan.has_sh

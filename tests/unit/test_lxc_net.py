@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from cman._sys import proc as _proc
-from cman.backends import _lxc_net, lxc
 from cman.backends.base import Feature
+from cman.backends.lxc import LxcBackend, config, convert, tools
+from cman.backends.lxc import net as lxc_net
 from cman.errors import Conflict, EngineError, InvalidName, InvalidValue, NetworkNotFound
 from cman.models import ContainerSpec
 from cman.network import NetworkSpec
@@ -34,7 +35,7 @@ def no_tools(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _record(subnet: str = "10.203.9.0/24", gateway: str = "10.203.9.1", **allocations: str) -> dict[str, Any]:
     spec = NetworkSpec("cmantest-n", subnet=subnet, gateway=gateway, bridge="cm-cmantest-n")
-    record = _lxc_net.new_record(spec)
+    record = lxc_net.new_record(spec)
     record["allocations"] = dict(allocations)
     return record
 
@@ -47,11 +48,11 @@ def _everyone(_name: str) -> bool:
 
 
 def test_record_round_trip_to_a_network(tmp_path: Path) -> None:
-    records = _lxc_net.Records(str(tmp_path))
-    record = _lxc_net.new_record(SPEC)
+    records = lxc_net.Records(str(tmp_path))
+    record = lxc_net.new_record(SPEC)
     records.save(record)
     assert (tmp_path / ".cman-networks" / "cmantest-n.json").is_file()
-    net = _lxc_net.to_network(records.get("cmantest-n"), ["a"])
+    net = convert.to_network(records.get("cmantest-n"), ["a"])
     assert (net.backend, net.name, net.subnet, net.gateway, net.bridge) == (
         "lxc", "cmantest-n", "10.203.9.0/24", "10.203.9.1", "cm-cmantest-n")
     assert (net.dns, net.dns_search, net.icc, net.managed, net.containers) == (
@@ -66,12 +67,12 @@ def test_record_round_trip_to_a_network(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["../etc/passwd", "a/b", "", ".hidden", "x" * 65])
 def test_record_names_never_become_paths(tmp_path: Path, name: str) -> None:
     with pytest.raises(NetworkNotFound):
-        _lxc_net.Records(str(tmp_path)).get(name)
+        lxc_net.Records(str(tmp_path)).get(name)
 
 
 def test_a_record_under_another_name_is_not_trusted(tmp_path: Path) -> None:
-    records = _lxc_net.Records(str(tmp_path))
-    records.save(_lxc_net.new_record(SPEC))
+    records = lxc_net.Records(str(tmp_path))
+    records.save(lxc_net.new_record(SPEC))
     os.rename(records.path("cmantest-n"), records.dir / "other.json")
     assert records.find("other") is None and records.all() == []
 
@@ -81,46 +82,46 @@ def test_a_record_under_another_name_is_not_trusted(tmp_path: Path) -> None:
 
 def test_first_free_host_skips_the_gateway_and_taken_ones() -> None:
     record = _record()
-    assert _lxc_net.allocate(record, "a", None, _everyone) == "10.203.9.2"
-    assert _lxc_net.allocate(record, "b", None, _everyone) == "10.203.9.3"
+    assert lxc_net.allocate(record, "a", None, _everyone) == "10.203.9.2"
+    assert lxc_net.allocate(record, "b", None, _everyone) == "10.203.9.3"
     record = _record(gateway="10.203.9.2", a="10.203.9.1")
-    assert _lxc_net.allocate(record, "b", None, _everyone) == "10.203.9.3"
+    assert lxc_net.allocate(record, "b", None, _everyone) == "10.203.9.3"
     assert record["allocations"] == {"a": "10.203.9.1", "b": "10.203.9.3"}
 
 
 def test_requested_address_must_be_free() -> None:
     record = _record(a="10.203.9.10")
-    assert _lxc_net.allocate(record, "b", "10.203.9.11", _everyone) == "10.203.9.11"
+    assert lxc_net.allocate(record, "b", "10.203.9.11", _everyone) == "10.203.9.11"
     with pytest.raises(Conflict, match="in use by container a"):
-        _lxc_net.allocate(record, "c", "10.203.9.10", _everyone)
+        lxc_net.allocate(record, "c", "10.203.9.10", _everyone)
     assert "c" not in record["allocations"]
 
 
 def test_stale_allocations_are_dropped_and_their_addresses_reused() -> None:
     record = _record(gone="10.203.9.2", here="10.203.9.3")
-    assert _lxc_net.allocate(record, "new", None, lambda c: c != "gone") == "10.203.9.2"
+    assert lxc_net.allocate(record, "new", None, lambda c: c != "gone") == "10.203.9.2"
     assert record["allocations"] == {"here": "10.203.9.3", "new": "10.203.9.2"}
 
 
 def test_a_full_subnet_is_a_conflict() -> None:
     record = _record(subnet="10.203.9.0/30", gateway="10.203.9.1", a="10.203.9.2")
     with pytest.raises(Conflict, match="no free address"):
-        _lxc_net.allocate(record, "b", None, _everyone)
+        lxc_net.allocate(record, "b", None, _everyone)
 
 
 def test_release_drops_the_container_and_stale_ones() -> None:
     record = _record(a="10.203.9.2", b="10.203.9.3", gone="10.203.9.4")
-    assert _lxc_net.release(record, "a", lambda c: c != "gone")
+    assert lxc_net.release(record, "a", lambda c: c != "gone")
     assert record["allocations"] == {"b": "10.203.9.3"}
-    assert not _lxc_net.release(record, "a", _everyone), "nothing changed"
+    assert not lxc_net.release(record, "a", _everyone), "nothing changed"
 
 
 # -- container config --------------------------------------------------------------------------
 
 
 def test_veth_entries_render_as_checked_config(tmp_path: Path) -> None:
-    hook = tmp_path / "a b" / _lxc_net.HOOK_NAME
-    text = lxc.render_config(_lxc_net.veth_entries("n", "cm-n", "10.203.9.2", 24, "10.203.9.1", hook,
+    hook = tmp_path / "a b" / lxc_net.HOOK_NAME
+    text = config.render_config(lxc_net.veth_entries("n", "cm-n", "10.203.9.2", 24, "10.203.9.1", hook,
                                                    "00:16:3e:00:00:01"))
     lines = text.splitlines()
     assert "lxc.net.0.hwaddr = 00:16:3e:00:00:01" in lines
@@ -128,44 +129,44 @@ def test_veth_entries_render_as_checked_config(tmp_path: Path) -> None:
                      "lxc.net.0.name = eth0", "lxc.net.0.ipv4.address = 10.203.9.2/24",
                      "lxc.net.0.ipv4.gateway = 10.203.9.1"):
         assert expected in lines
-    assert f"lxc.net.0.script.up = {tmp_path}/a\\ b/{_lxc_net.HOOK_NAME}" in lines
-    no_hook = lxc.render_config(_lxc_net.veth_entries("n", "cm-n", "10.203.9.2", 24, None, None))
+    assert f"lxc.net.0.script.up = {tmp_path}/a\\ b/{lxc_net.HOOK_NAME}" in lines
+    no_hook = config.render_config(lxc_net.veth_entries("n", "cm-n", "10.203.9.2", 24, None, None))
     assert "script.up" not in no_hook and "gateway" not in no_hook
 
 
 def test_hwaddr_is_unicast_in_lxcs_prefix() -> None:
-    macs = {_lxc_net.new_hwaddr() for _ in range(50)}
+    macs = {lxc_net.new_hwaddr() for _ in range(50)}
     assert len(macs) > 45
     assert all(re.fullmatch(r"00:16:3e(:[0-9a-f]{2}){3}", m) for m in macs)
 
 
 def test_hook_value_escapes_what_sh_would_interpret() -> None:
-    assert _lxc_net.hook_value(Path("/var/lib/lxc/c1/hook")) == "/var/lib/lxc/c1/hook"
-    assert _lxc_net.hook_value(Path("/x y/$(id);'\"`")) == "/x\\ y/\\$\\(id\\)\\;\\'\\\"\\`"
+    assert lxc_net.hook_value(Path("/var/lib/lxc/c1/hook")) == "/var/lib/lxc/c1/hook"
+    assert lxc_net.hook_value(Path("/x y/$(id);'\"`")) == "/x\\ y/\\$\\(id\\)\\;\\'\\\"\\`"
 
 
 def test_hook_script_isolates_the_port_it_is_given() -> None:
-    assert _lxc_net.ISOLATE_HOOK.startswith("#!/bin/sh\n")
-    assert 'exec bridge link set dev "$6" isolated on' in _lxc_net.ISOLATE_HOOK
+    assert lxc_net.ISOLATE_HOOK.startswith("#!/bin/sh\n")
+    assert 'exec bridge link set dev "$6" isolated on' in lxc_net.ISOLATE_HOOK
 
 
 def test_detach_config_keeps_everything_but_the_network() -> None:
-    before = lxc.render_config([
+    before = config.render_config([
         ("lxc.include", "/usr/share/lxc/config/common.conf"),
         ("lxc.uts.name", "c1"),
         "",
-        *_lxc_net.veth_entries("n", "cm-n", "10.203.9.2", 24, "10.203.9.1", Path("/l/c1/hook")),
+        *lxc_net.veth_entries("n", "cm-n", "10.203.9.2", 24, "10.203.9.1", Path("/l/c1/hook")),
         "",
         "limits",
         ("lxc.cgroup.memory.limit_in_bytes", "1000"),
     ])
-    after = _lxc_net.detach_config(before)
+    after = lxc_net.detach_config(before)
     assert "veth" not in after and "cm-n" not in after and "10.203.9" not in after and "script" not in after
     assert after.count("lxc.net.0.type = empty") == 1
     for kept in ("lxc.include = /usr/share/lxc/config/common.conf", "lxc.uts.name = c1", "# limits",
                  "lxc.cgroup.memory.limit_in_bytes = 1000"):
         assert kept in after
-    assert _lxc_net.detach_config(after) == after, "idempotent"
+    assert lxc_net.detach_config(after) == after, "idempotent"
 
 
 # -- resolv.conf ---------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ def test_resolv_conf_replaces_a_symlink_instead_of_following_it(tmp_path: Path) 
     rootfs = tmp_path / "rootfs"
     (rootfs / "etc").mkdir(parents=True)
     (rootfs / "etc" / "resolv.conf").symlink_to(host_file)
-    _lxc_net.write_resolv_conf(rootfs, "nameserver 192.0.2.53\n")
+    lxc_net.write_resolv_conf(rootfs, "nameserver 192.0.2.53\n")
     assert host_file.read_text() == "nameserver 127.0.0.53\n", "the host's file is untouched"
     target = rootfs / "etc" / "resolv.conf"
     assert not target.is_symlink() and target.read_text() == "nameserver 192.0.2.53\n"
@@ -192,13 +193,13 @@ def test_resolv_conf_refuses_a_symlinked_etc(tmp_path: Path) -> None:
     rootfs.mkdir()
     (rootfs / "etc").symlink_to(outside)
     with pytest.raises(EngineError, match="not a directory"):
-        _lxc_net.write_resolv_conf(rootfs, "nameserver 192.0.2.53\n")
+        lxc_net.write_resolv_conf(rootfs, "nameserver 192.0.2.53\n")
     assert os.listdir(outside) == []
 
 
 def test_resolv_conf_creates_etc_when_missing(tmp_path: Path) -> None:
     (tmp_path / "rootfs").mkdir()
-    _lxc_net.write_resolv_conf(tmp_path / "rootfs", "search cman.test\n")
+    lxc_net.write_resolv_conf(tmp_path / "rootfs", "search cman.test\n")
     assert (tmp_path / "rootfs" / "etc" / "resolv.conf").read_text() == "search cman.test\n"
 
 
@@ -206,21 +207,21 @@ def test_resolv_conf_creates_etc_when_missing(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> lxc.LxcBackend:
-    monkeypatch.setenv(lxc.ENV_LXC_PATH, str(tmp_path / "lxc"))
-    monkeypatch.setenv(lxc.ENV_IMAGES, str(tmp_path / "images"))
-    monkeypatch.setattr("cman.backends.lxc.shutil.which", lambda name: f"/usr/bin/{name}")
+def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LxcBackend:
+    monkeypatch.setenv(tools.ENV_LXC_PATH, str(tmp_path / "lxc"))
+    monkeypatch.setenv(tools.ENV_IMAGES, str(tmp_path / "images"))
+    monkeypatch.setattr("cman.backends.lxc.connection.shutil.which", lambda name: f"/usr/bin/{name}")
     (tmp_path / "lxc").mkdir()
-    return lxc.LxcBackend()
+    return LxcBackend()
 
 
-def test_networks_are_declared(backend: lxc.LxcBackend) -> None:
+def test_networks_are_declared(backend: LxcBackend) -> None:
     assert Feature.NETWORKS in backend.capabilities
 
 
 def test_none_is_not_a_network_name() -> None:
     with pytest.raises(InvalidName):
-        lxc.LxcBackend.validate_network_spec(NetworkSpec("none"))
+        LxcBackend.validate_network_spec(NetworkSpec("none"))
 
 
 @pytest.mark.parametrize(("kw", "error", "needle"), [
@@ -232,16 +233,16 @@ def test_none_is_not_a_network_name() -> None:
     ({"dns": ("not-an-ip",)}, InvalidValue, "--dns"),
     ({"dns_search": ("x\nnameserver 6.6.6.6",)}, InvalidValue, "--dns-search"),
 ])
-def test_container_network_options_checked_before_any_work(backend: lxc.LxcBackend, kw: dict[str, Any],
+def test_container_network_options_checked_before_any_work(backend: LxcBackend, kw: dict[str, Any],
                                                             error: type[Exception], needle: str) -> None:
-    backend.net_records.save(_lxc_net.new_record(SPEC))
+    backend.net_records.save(lxc_net.new_record(SPEC))
     with pytest.raises(error, match=needle):
         backend.create(ContainerSpec(image="img", name="c1", **kw))
     assert not (Path(backend.lxcpath) / "c1").exists()
 
 
-def test_network_listing_counts_only_live_containers(backend: lxc.LxcBackend, monkeypatch: pytest.MonkeyPatch) -> None:
-    record = _lxc_net.new_record(SPEC)
+def test_network_listing_counts_only_live_containers(backend: LxcBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    record = lxc_net.new_record(SPEC)
     record["allocations"] = {"alive": "10.203.9.2", "gone": "10.203.9.3", "moved": "10.203.9.4"}
     backend.net_records.save(record)
     for name, network in (("alive", "cmantest-n"), ("moved", "elsewhere")):

@@ -8,7 +8,7 @@ import pytest
 
 from cman._sys import files as _lxc_fs
 from cman._sys.times import ago
-from cman.backends import lxc
+from cman.backends.lxc import config, tools
 from cman.cgroups import CgroupLayout, CgroupMounts
 from cman.errors import Unsupported
 
@@ -17,16 +17,16 @@ from cman.errors import Unsupported
 
 def test_parse_info_running() -> None:
     text = "State:          RUNNING\nPID:            16294\n"
-    assert lxc.parse_info(text) == ("RUNNING", 16294)
+    assert tools.parse_info(text) == ("RUNNING", 16294)
 
 
 def test_parse_info_stopped_has_no_pid() -> None:
-    assert lxc.parse_info("State:          STOPPED\n") == ("STOPPED", None)
+    assert tools.parse_info("State:          STOPPED\n") == ("STOPPED", None)
 
 
 def test_parse_info_ignores_other_lines() -> None:
     text = "Name:  x\nState: FROZEN\nPID: 7\nCPU use: 0.01 seconds\nMemory use: 884.00 KiB\n"
-    assert lxc.parse_info(text) == ("FROZEN", 7)
+    assert tools.parse_info(text) == ("FROZEN", 7)
 
 
 def test_parse_ls_fancy_output() -> None:
@@ -35,12 +35,12 @@ def test_parse_ls_fancy_output() -> None:
         "cmantest-a    RUNNING 16294 \n"
         "cmantest-b    STOPPED -     \n"
     )
-    assert lxc.parse_ls(text) == {"cmantest-a": ("RUNNING", 16294), "cmantest-b": ("STOPPED", None)}
+    assert tools.parse_ls(text) == {"cmantest-a": ("RUNNING", 16294), "cmantest-b": ("STOPPED", None)}
 
 
 def test_parse_ls_empty() -> None:
-    assert lxc.parse_ls("") == {}
-    assert lxc.parse_ls("NAME STATE PID\n") == {}
+    assert tools.parse_ls("") == {}
+    assert tools.parse_ls("NAME STATE PID\n") == {}
 
 
 # -- limits on each cgroup layout ------------------------------------------------------------
@@ -55,7 +55,7 @@ def _v2(tmp_path: Path, controllers: str) -> Path:
 
 def test_limits_v1(tmp_path: Path) -> None:
     mounts = CgroupMounts(CgroupLayout.V1, v1={"cpu": tmp_path / "cpu", "memory": tmp_path / "memory"})
-    assert lxc.limit_settings(0.5, 64 * 1024 * 1024, mounts) == [
+    assert config.limit_settings(0.5, 64 * 1024 * 1024, mounts) == [
         ("lxc.cgroup.cpu.cfs_period_us", "100000"),
         ("lxc.cgroup.cpu.cfs_quota_us", "50000"),
         ("lxc.cgroup.memory.limit_in_bytes", str(64 * 1024 * 1024)),
@@ -64,7 +64,7 @@ def test_limits_v1(tmp_path: Path) -> None:
 
 def test_limits_v2(tmp_path: Path) -> None:
     mounts = CgroupMounts(CgroupLayout.V2, v2=_v2(tmp_path, "cpuset cpu io memory pids"))
-    assert lxc.limit_settings(1.5, 1000, mounts) == [
+    assert config.limit_settings(1.5, 1000, mounts) == [
         ("lxc.cgroup2.cpu.max", "150000 100000"),
         ("lxc.cgroup2.memory.max", "1000"),
     ]
@@ -73,7 +73,7 @@ def test_limits_v2(tmp_path: Path) -> None:
 def test_limits_hybrid_prefers_the_hierarchy_holding_the_controller(tmp_path: Path) -> None:
     """This machine: cpu and memory on v1, a v2 tree with no controllers."""
     mounts = CgroupMounts(CgroupLayout.HYBRID, v1={"cpu": tmp_path / "cpu"}, v2=_v2(tmp_path, "memory"))
-    assert lxc.limit_settings(2, 4096, mounts) == [
+    assert config.limit_settings(2, 4096, mounts) == [
         ("lxc.cgroup.cpu.cfs_period_us", "100000"),
         ("lxc.cgroup.cpu.cfs_quota_us", "200000"),
         ("lxc.cgroup2.memory.max", "4096"),
@@ -82,38 +82,36 @@ def test_limits_hybrid_prefers_the_hierarchy_holding_the_controller(tmp_path: Pa
 
 def test_limits_tiny_cpu_share_has_a_floor(tmp_path: Path) -> None:
     mounts = CgroupMounts(CgroupLayout.V1, v1={"cpu": tmp_path})
-    assert ("lxc.cgroup.cpu.cfs_quota_us", "1000") in lxc.limit_settings(0.001, None, mounts)
+    assert ("lxc.cgroup.cpu.cfs_quota_us", "1000") in config.limit_settings(0.001, None, mounts)
 
 
 def test_limits_without_controller_are_unsupported(tmp_path: Path) -> None:
     mounts = CgroupMounts(CgroupLayout.V2, v2=_v2(tmp_path, "pids"))
     with pytest.raises(Unsupported, match="cpu"):
-        lxc.limit_settings(1, None, mounts)
+        config.limit_settings(1, None, mounts)
     with pytest.raises(Unsupported, match="memory"):
-        lxc.limit_settings(None, 1, mounts)
+        config.limit_settings(None, 1, mounts)
 
 
 def test_no_limits_need_no_cgroups() -> None:
-    assert lxc.limit_settings(None, None, None) == []
+    assert config.limit_settings(None, None, None) == []
 
 
 # -- config rendering --------------------------------------------------------------------------
 
 
 def test_render_config_lines_and_comments() -> None:
-    text = lxc.render_config(["hello", ("lxc.uts.name", "web"), "", ("lxc.net.0.type", "empty")])
+    text = config.render_config(["hello", ("lxc.uts.name", "web"), "", ("lxc.net.0.type", "empty")])
     assert text == "# hello\nlxc.uts.name = web\n\nlxc.net.0.type = empty\n"
 
 
 def test_config_entries_of_a_container(tmp_path: Path) -> None:
     from cman.models import ContainerSpec
 
-    backend = lxc.LxcBackend.__new__(lxc.LxcBackend)
-    backend.lxcpath = str(tmp_path)
-    paths = lxc.Paths(str(tmp_path), "web")
+    paths = tools.Paths(str(tmp_path), "web")
     image = {"architecture": "x86_64", "lxc_config": [["lxc.signal.halt", "SIGUSR1"], ["lxc.hook.start", "/x"]]}
     spec = ContainerSpec(image="img", name="web", auto_remove=True)
-    text = lxc.render_config(backend._config_entries(paths, spec, image, [("lxc.cgroup.memory.limit_in_bytes", "5")]))
+    text = config.render_config(config.config_entries(paths, spec, image, [("lxc.cgroup.memory.limit_in_bytes", "5")]))
     assert f"lxc.rootfs.path = dir:{tmp_path}/web/rootfs" in text
     assert "lxc.uts.name = web" in text
     assert "lxc.net.0.type = empty" in text
@@ -169,7 +167,7 @@ def test_ago_text() -> None:
 
 
 def test_first_error_of_this_start_is_the_cause(tmp_path: Path) -> None:
-    paths = lxc.Paths(str(tmp_path), "web")
+    paths = tools.Paths(str(tmp_path), "web")
     paths.dir.mkdir()
     old = "lxc-start web 1 ERROR    start - a.c:1 - an error of an earlier start\n"
     new = (
@@ -178,11 +176,11 @@ def test_first_error_of_this_start_is_the_cause(tmp_path: Path) -> None:
         "lxc-start web 2 ERROR    start - ../src/lxc/start.c:__lxc_start:2107 - Failed to spawn container\n"
     )
     paths.lxclog.write_text(old + new)
-    assert lxc.LxcBackend._first_error(paths, len(old)) == (
+    assert tools.first_error(paths, len(old)) == (
         'No such file or directory - Failed to exec "/sbin/init"'
     )
-    assert lxc.LxcBackend._first_error(paths, len(old + new)) == ""
-    assert lxc.LxcBackend._first_error(lxc.Paths(str(tmp_path), "gone"), 0) == ""
+    assert tools.first_error(paths, len(old + new)) == ""
+    assert tools.first_error(tools.Paths(str(tmp_path), "gone"), 0) == ""
 
 
 def test_short_image_names_map_and_override(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from cman._sys import proc as _proc
-from cman.backends import _lxc_attach, lxc
+from cman.backends.lxc import LxcBackend, attach, config, connection, tools
+from cman.backends.lxc import images as lxc_images
 from cman.errors import ContainerNotFound, InvalidName, InvalidValue, UsageError
 from cman.models import ContainerSpec, StdIO
 
@@ -31,21 +32,21 @@ def no_tools(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         pytest.fail(f"a tool ran before validation: {args!r}")
 
     monkeypatch.setattr(_proc, "run", forbidden)
-    monkeypatch.setattr(_lxc_attach, "spawn", forbidden)
-    monkeypatch.setattr(_lxc_attach.subprocess, "Popen", forbidden)
+    monkeypatch.setattr(attach, "spawn", forbidden)
+    monkeypatch.setattr(attach.subprocess, "Popen", forbidden)
     return calls
 
 
 @pytest.fixture
-def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_tools: list[Any]) -> lxc.LxcBackend:
-    monkeypatch.setenv(lxc.ENV_LXC_PATH, str(tmp_path / "lxc"))
-    monkeypatch.setenv(lxc.ENV_IMAGES, str(tmp_path / "images"))
-    monkeypatch.setattr(lxc.shutil, "which", lambda name: f"/usr/bin/{name}")
+def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_tools: list[Any]) -> LxcBackend:
+    monkeypatch.setenv(tools.ENV_LXC_PATH, str(tmp_path / "lxc"))
+    monkeypatch.setenv(tools.ENV_IMAGES, str(tmp_path / "images"))
+    monkeypatch.setattr(connection.shutil, "which", lambda name: f"/usr/bin/{name}")
     (tmp_path / "lxc").mkdir()
-    return lxc.LxcBackend()
+    return LxcBackend()
 
 
-def _fake_image(backend: lxc.LxcBackend, alias: str, lxc_config: list[list[str]] | None = None) -> None:
+def _fake_image(backend: LxcBackend, alias: str, lxc_config: list[list[str]] | None = None) -> None:
     root = backend.store.root / ("ab" * 32)
     root.mkdir(parents=True)
     (root / "rootfs.tar").write_bytes(b"")
@@ -57,9 +58,9 @@ def _fake_image(backend: lxc.LxcBackend, alias: str, lxc_config: list[list[str]]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
-def test_bad_container_names_rejected(backend: lxc.LxcBackend, name: str, no_tools: list[Any]) -> None:
+def test_bad_container_names_rejected(backend: LxcBackend, name: str, no_tools: list[Any]) -> None:
     with pytest.raises(InvalidName):
-        lxc.LxcBackend.validate_name(name)
+        LxcBackend.validate_name(name)
     _fake_image(backend, "img")
     with pytest.raises(UsageError):
         backend.create(ContainerSpec(image="img", name=name, command=("true",)))
@@ -68,7 +69,7 @@ def test_bad_container_names_rejected(backend: lxc.LxcBackend, name: str, no_too
 
 
 @pytest.mark.parametrize("name", ["-x", "a\nb"])
-def test_bad_refs_are_not_found_without_a_tool_call(backend: lxc.LxcBackend, name: str) -> None:
+def test_bad_refs_are_not_found_without_a_tool_call(backend: LxcBackend, name: str) -> None:
     out = StdIO(None, io.BytesIO(), io.BytesIO())
     for call in (
         lambda: backend.start(name),
@@ -85,27 +86,27 @@ def test_bad_refs_are_not_found_without_a_tool_call(backend: lxc.LxcBackend, nam
 
 @pytest.mark.parametrize("value", [v for v in BAD_VALUES if "\0" not in v])  # the OS refuses NUL in env
 def test_lxcpath_from_env_is_checked(monkeypatch: pytest.MonkeyPatch, value: str, no_tools: list[Any]) -> None:
-    monkeypatch.setenv(lxc.ENV_LXC_PATH, "/tmp/" + value if not value.startswith("-") else value)
-    monkeypatch.setattr(lxc.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setenv(tools.ENV_LXC_PATH, "/tmp/" + value if not value.startswith("-") else value)
+    monkeypatch.setattr(connection.shutil, "which", lambda name: f"/usr/bin/{name}")
     with pytest.raises(InvalidValue):
-        lxc.LxcBackend()
+        LxcBackend()
 
 
 def test_relative_lxcpath_is_refused(monkeypatch: pytest.MonkeyPatch, no_tools: list[Any]) -> None:
-    monkeypatch.setenv(lxc.ENV_LXC_PATH, "relative/path")
+    monkeypatch.setenv(tools.ENV_LXC_PATH, "relative/path")
     with pytest.raises(InvalidValue, match="absolute"):
-        lxc.lxc_path_from_env()
+        tools.lxc_path_from_env()
 
 
 @pytest.mark.parametrize("value", BAD_VALUES)
-def test_image_ref_with_bad_value_rejected_before_create(backend: lxc.LxcBackend, value: str) -> None:
+def test_image_ref_with_bad_value_rejected_before_create(backend: LxcBackend, value: str) -> None:
     with pytest.raises(UsageError):
         backend.create(ContainerSpec(image=value, name="cmantest-ok", command=("true",)))
     assert not (Path(backend.lxcpath) / "cmantest-ok").exists()
 
 
 @pytest.mark.parametrize("value", BAD_VALUES)
-def test_image_config_from_metadata_is_checked(backend: lxc.LxcBackend, value: str) -> None:
+def test_image_config_from_metadata_is_checked(backend: LxcBackend, value: str) -> None:
     """Values an image carries into the config (template settings) are checked too."""
     _fake_image(backend, "evil", [["lxc.mount.entry", value]])
     with pytest.raises(InvalidValue):
@@ -114,7 +115,7 @@ def test_image_config_from_metadata_is_checked(backend: lxc.LxcBackend, value: s
 
 
 @pytest.mark.parametrize("value", BAD_VALUES)
-def test_pull_and_import_names_checked(backend: lxc.LxcBackend, value: str, tmp_path: Path) -> None:
+def test_pull_and_import_names_checked(backend: LxcBackend, value: str, tmp_path: Path) -> None:
     with pytest.raises(UsageError):
         list(backend.pull(value))
     with pytest.raises(UsageError):
@@ -125,15 +126,15 @@ def test_pull_and_import_names_checked(backend: lxc.LxcBackend, value: str, tmp_
         backend.image_import(tarball, value)
 
 
-def test_download_server_value_checked(backend: lxc.LxcBackend, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(lxc.ENV_DOWNLOAD_SERVER, "mirror\nlxc.hook = x")
+def test_download_server_value_checked(backend: LxcBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(lxc_images.ENV_DOWNLOAD_SERVER, "mirror\nlxc.hook = x")
     with pytest.raises(InvalidValue):
         list(backend.pull("debian/bookworm"))
 
 
-def test_download_without_server_fails_fast_without_a_tool(backend: lxc.LxcBackend,
+def test_download_without_server_fails_fast_without_a_tool(backend: LxcBackend,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(lxc.ENV_DOWNLOAD_SERVER, raising=False)
+    monkeypatch.delenv(lxc_images.ENV_DOWNLOAD_SERVER, raising=False)
     from cman.errors import ImageNotFound
 
     with pytest.raises(ImageNotFound, match="image server"):
@@ -141,7 +142,7 @@ def test_download_without_server_fails_fast_without_a_tool(backend: lxc.LxcBacke
 
 
 @pytest.mark.parametrize("key", ["A=B", "", "X\0"])
-def test_bad_env_keys_rejected(backend: lxc.LxcBackend, key: str) -> None:
+def test_bad_env_keys_rejected(backend: LxcBackend, key: str) -> None:
     _fake_image(backend, "img")
     with pytest.raises(InvalidValue):
         backend.create(ContainerSpec(image="img", name="cmantest-env", command=("true",), env={key: "v"}))
@@ -151,15 +152,15 @@ def test_bad_env_keys_rejected(backend: lxc.LxcBackend, key: str) -> None:
 @pytest.mark.parametrize("value", BAD_VALUES)
 def test_render_config_rejects_values(value: str) -> None:
     with pytest.raises(InvalidValue):
-        lxc.render_config([("lxc.uts.name", value)])
+        config.render_config([("lxc.uts.name", value)])
 
 
 @pytest.mark.parametrize("key", ["lxc.uts.name\nlxc.hook", "notlxc.key", "lxc..x", "lxc.UPPER"])
 def test_render_config_rejects_keys(key: str) -> None:
     with pytest.raises(InvalidValue):
-        lxc.render_config([(key, "value")])
+        config.render_config([(key, "value")])
 
 
 def test_good_names_pass() -> None:
     for name in ["a", "cmantest-x", "web.1", "A_b-c.d", "x" * 64, "9lives"]:
-        lxc.LxcBackend.validate_name(name)
+        LxcBackend.validate_name(name)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cman._sys import unixhttp as _http
-from cman.backends import _reach, lxd
+from cman.backends.lxd import LxdBackend, connection, convert, endpoint
 from cman.errors import (
     ContainerNotFound,
     EngineError,
@@ -29,39 +29,39 @@ class _NoClient:
 
 
 @pytest.fixture
-def backend(monkeypatch: pytest.MonkeyPatch) -> lxd.LxdBackend:
-    monkeypatch.delenv(lxd.ENV_ENDPOINT, raising=False)
-    b = lxd.LxdBackend()
+def backend(monkeypatch: pytest.MonkeyPatch) -> LxdBackend:
+    monkeypatch.delenv(endpoint.ENV_ENDPOINT, raising=False)
+    b = LxdBackend()
     b._client = _NoClient()
     return b
 
 
 @pytest.mark.parametrize("name", ["a", "web", "web-1", "A1-b2", "x" * 63])
 def test_good_names(name: str) -> None:
-    lxd.LxdBackend.validate_name(name)
+    LxdBackend.validate_name(name)
 
 
 @pytest.mark.parametrize(
     "name", ["", "1abc", "-abc", "abc-", "a_b", "a.b", "has space", "x" * 64, "a/b", "a\nb", "--help", "é"]
 )
-def test_bad_names(name: str, backend: lxd.LxdBackend) -> None:
+def test_bad_names(name: str, backend: LxdBackend) -> None:
     with pytest.raises(InvalidName, match="LXD names"):
-        lxd.LxdBackend.validate_name(name)
+        LxdBackend.validate_name(name)
     if name:  # an empty --name means "pick one", as with Docker
         with pytest.raises(InvalidName):
             backend.create(ContainerSpec(image="img", name=name))
 
 
 @pytest.mark.parametrize("ref", ["a/b", "../x", "1abc", "x" * 64, ""])
-def test_impossible_refs_are_not_found_without_a_call(ref: str, backend: lxd.LxdBackend) -> None:
+def test_impossible_refs_are_not_found_without_a_call(ref: str, backend: LxdBackend) -> None:
     with pytest.raises(ContainerNotFound):
         backend.inspect(ref)
 
 
 def test_cpu_allowance() -> None:
-    assert lxd.cpu_allowance(0.5) == "50ms/100ms"
-    assert lxd.cpu_allowance(2) == "200ms/100ms"
-    assert lxd.cpu_allowance(0.001) == "1ms/100ms"
+    assert convert.cpu_allowance(0.5) == "50ms/100ms"
+    assert convert.cpu_allowance(2) == "200ms/100ms"
+    assert convert.cpu_allowance(0.001) == "1ms/100ms"
 
 
 @pytest.mark.parametrize(
@@ -78,27 +78,27 @@ def test_cpu_allowance() -> None:
     ],
 )
 def test_message_table(text: str, kind: str | None) -> None:
-    assert lxd.classify_message(text) == kind
+    assert connection.classify_message(text) == kind
 
 
 def test_translate_operation_failures() -> None:
-    err = lxd._translate(lxd.OperationFailed("This entry already exists"), container="web", image=None, action="create")
+    err = connection._translate(connection.OperationFailed("This entry already exists"), container="web", image=None, action="create")
     assert isinstance(err, NameInUse)
-    err = lxd._translate(lxd.OperationFailed("Image alias not found"), container="web", image="bb", action="create")
+    err = connection._translate(connection.OperationFailed("Image alias not found"), container="web", image="bb", action="create")
     assert isinstance(err, ImageNotFound)
-    err = lxd._translate(lxd.OperationFailed("No root device could be found"), container="w", image=None, action="")
+    err = connection._translate(connection.OperationFailed("No root device could be found"), container="w", image=None, action="")
     assert isinstance(err, EngineUnavailable) and "lxd init" in (err.hint or "")
-    err = lxd._translate(lxd.OperationFailed("disk on fire"), container="w", image=None, action="start")
+    err = connection._translate(connection.OperationFailed("disk on fire"), container="w", image=None, action="start")
     assert isinstance(err, EngineError) and str(err) == "lxd start: disk on fire"
 
 
 def test_transient_only_for_a_restarting_daemon() -> None:
-    assert lxd._is_transient(ConnectionRefusedError())
-    assert not lxd._is_transient(FileNotFoundError())
+    assert connection._is_transient(ConnectionRefusedError())
+    assert not connection._is_transient(FileNotFoundError())
     translated = EngineUnavailable("lxd", "x", "y")
     translated.__cause__ = ConnectionResetError()
-    assert lxd._is_transient(translated)
-    assert not lxd._is_transient(ContainerNotFound("x", "lxd"))
+    assert connection._is_transient(translated)
+    assert not connection._is_transient(ContainerNotFound("x", "lxd"))
 
 
 def _raw(**over: Any) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def _raw(**over: Any) -> dict[str, Any]:
 
 
 def test_container_from_raw() -> None:
-    c = lxd._container_from_raw(_raw())
+    c = convert._container_from_raw(_raw())
     assert (c.backend, c.id, c.name, c.image) == ("lxd", "web", "web", "cmantest-bb")
     assert c.state == State.RUNNING and c.pid == 4242 and c.managed
     assert c.command == ("sh", "-c", "echo hi")
@@ -148,48 +148,48 @@ def test_container_from_raw() -> None:
 def test_created_vs_stopped() -> None:
     never = _raw(status="Stopped", state={"pid": 0})
     never["config"] = {k: v for k, v in never["config"].items() if k != "volatile.last_state.power"}
-    c = lxd._container_from_raw(never)
+    c = convert._container_from_raw(never)
     assert c.state == State.CREATED and c.status == "Created" and c.pid is None
-    stopped = lxd._container_from_raw(_raw(status="Stopped", state={"pid": 0}), exit_code=3)
+    stopped = convert._container_from_raw(_raw(status="Stopped", state={"pid": 0}), exit_code=3)
     assert stopped.state == State.STOPPED and stopped.exit_code == 3 and stopped.status == "Exited (3)"
 
 
 def test_progress_event() -> None:
-    e = lxd._progress_event("rootfs: 23% (1.20MB/s)")
+    e = convert._progress_event("rootfs: 23% (1.20MB/s)")
     assert (e.layer, e.status) == ("rootfs", "Downloading 23% (1.20MB/s)")
-    assert lxd._progress_event("working").layer is None
+    assert convert._progress_event("working").layer is None
 
 
 def test_remote_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(lxd.ENV_ENDPOINT, raising=False)
-    assert lxd._Remote.from_env() is None
-    monkeypatch.setenv(lxd.ENV_ENDPOINT, "http://127.0.0.1:8443")
+    monkeypatch.delenv(endpoint.ENV_ENDPOINT, raising=False)
+    assert endpoint._Remote.from_env() is None
+    monkeypatch.setenv(endpoint.ENV_ENDPOINT, "http://127.0.0.1:8443")
     with pytest.raises(EngineUnavailable, match="https"):
-        lxd._Remote.from_env()
-    monkeypatch.setenv(lxd.ENV_ENDPOINT, "https://127.0.0.1:8443/")
-    monkeypatch.delenv(lxd.ENV_CERT, raising=False)
-    with pytest.raises(EngineUnavailable, match=lxd.ENV_CERT):
-        lxd._Remote.from_env()
+        endpoint._Remote.from_env()
+    monkeypatch.setenv(endpoint.ENV_ENDPOINT, "https://127.0.0.1:8443/")
+    monkeypatch.delenv(endpoint.ENV_CERT, raising=False)
+    with pytest.raises(EngineUnavailable, match=endpoint.ENV_CERT):
+        endpoint._Remote.from_env()
     crt, key, ca = tmp_path / "c.crt", tmp_path / "c.key", tmp_path / "server.crt"
     for f in (crt, key, ca):
         f.write_text("x")
-    monkeypatch.setenv(lxd.ENV_CERT, str(crt))
-    monkeypatch.setenv(lxd.ENV_KEY, str(key))
-    monkeypatch.setenv(lxd.ENV_VERIFY, "false")
-    r = lxd._Remote.from_env()
+    monkeypatch.setenv(endpoint.ENV_CERT, str(crt))
+    monkeypatch.setenv(endpoint.ENV_KEY, str(key))
+    monkeypatch.setenv(endpoint.ENV_VERIFY, "false")
+    r = endpoint._Remote.from_env()
     assert r is not None and (r.endpoint, r.host, r.port, r.verify) == ("https://127.0.0.1:8443", "127.0.0.1", 8443, False)
-    monkeypatch.setenv(lxd.ENV_VERIFY, str(ca))
-    r = lxd._Remote.from_env()
+    monkeypatch.setenv(endpoint.ENV_VERIFY, str(ca))
+    r = endpoint._Remote.from_env()
     assert r is not None and r.verify == str(ca)
-    monkeypatch.setenv(lxd.ENV_VERIFY, str(tmp_path / "missing.crt"))
+    monkeypatch.setenv(endpoint.ENV_VERIFY, str(tmp_path / "missing.crt"))
     with pytest.raises(EngineUnavailable, match="not a file"):
-        lxd._Remote.from_env()
+        endpoint._Remote.from_env()
 
 
 def test_probe_without_daemon(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(lxd.ENV_ENDPOINT, raising=False)
+    monkeypatch.delenv(endpoint.ENV_ENDPOINT, raising=False)
     monkeypatch.setenv("LXD_DIR", str(tmp_path / "nolxd"))
-    status = lxd.LxdBackend.probe()
+    status = LxdBackend.probe()
     assert not status.reachable and not status.running
     assert "lxd --group root > /var/log/lxd.log 2>&1 & lxd waitready" in (status.fix or "")
 
@@ -198,8 +198,8 @@ def test_probe_without_daemon(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 def fake_socket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     sock = tmp_path / "unix.socket"
     sock.write_text("")
-    monkeypatch.delenv(lxd.ENV_ENDPOINT, raising=False)
-    monkeypatch.setattr(_reach, "lxd_socket", lambda: str(sock))
+    monkeypatch.delenv(endpoint.ENV_ENDPOINT, raising=False)
+    monkeypatch.setattr(endpoint, "lxd_socket", lambda: str(sock))
     return sock
 
 
@@ -217,7 +217,7 @@ def test_probe_socket_problems(
         raise raised
 
     monkeypatch.setattr(_http, "get_json", get_json)
-    status = lxd.LxdBackend.probe()
+    status = LxdBackend.probe()
     assert status.reachable is False and status.running is running
     assert needle in (status.fix or "")
 
@@ -228,9 +228,9 @@ def test_probe_untrusted_and_uninitialised(fake_socket: Path, monkeypatch: pytes
         "/1.0/profiles/default": {"metadata": {"devices": {}}},
     }
     monkeypatch.setattr(_http, "get_json", lambda _sock, path, *a, **k: answers[path])
-    status = lxd.LxdBackend.probe()
+    status = LxdBackend.probe()
     assert status.reachable is False and "lxd group" in (status.fix or "")
     answers["/1.0"]["metadata"]["auth"] = "trusted"
-    status = lxd.LxdBackend.probe()
+    status = LxdBackend.probe()
     assert status.reachable is True and status.version == "5.0.2"
     assert "not initialised" in (status.problem or "") and "lxd init" in (status.fix or "")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cman import images
-from cman.backends import _lxd_image as li
+from cman.backends.lxd import imagebuild as li
 from cman.errors import InvalidName, InvalidValue
 
 

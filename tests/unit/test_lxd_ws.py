@@ -14,7 +14,7 @@ from typing import IO, cast
 import pytest
 
 from cman._sys.tty import Tee
-from cman.backends import _lxd_ws as ws
+from cman.backends.lxd import ws
 from cman.models import StdIO
 
 

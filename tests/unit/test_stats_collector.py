@@ -175,13 +175,13 @@ def test_pids_missing_from_listing_use_init_pid_once_per_container(host: FakeHos
 
 
 def test_docker_pids_come_from_containerd_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cman.backends import docker
+    from cman.backends.docker import DockerBackend, containers
 
     task = tmp_path / "moby"
     (task / "abc").mkdir(parents=True)
     (task / "abc" / "init.pid").write_text("4242")
-    monkeypatch.setattr(docker, "DOCKER_TASK_DIRS", (tmp_path / "nowhere", task))
-    backend = docker.DockerBackend()
+    monkeypatch.setattr(containers, "DOCKER_TASK_DIRS", (tmp_path / "nowhere", task))
+    backend = DockerBackend()
     asked: list[str] = []
     monkeypatch.setattr(backend, "init_pid", lambda ref: asked.append(ref) or 77)
     running = [Container("docker", "abc", "a", "img", State.RUNNING, "", True),

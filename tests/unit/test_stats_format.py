@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from cman.cli.stats import (
+from cman.cli.stats import select_from_monitor
+from cman.cli.stats_format import (
     HEADERS,
     UNKNOWN,
     backend_totals,
@@ -15,7 +16,6 @@ from cman.cli.stats import (
     by_name,
     fmt_cpu_time,
     fmt_percent,
-    select_from_monitor,
     sparkline,
     status_text,
     table_row,

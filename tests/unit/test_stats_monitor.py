@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from cman import monitor
+from cman._sys.files import atomic_write
 from cman.errors import InvalidValue
 from cman.monitor import MonitorConfig, MonitorRunning, PidFile, lock_holder, parse_listen, read_state
+from cman.monitor.metrics import SnapshotCollector
 from cman.stats import ContainerStats, Snapshot
 
 from ..conftest import assert_clean_error, cli
@@ -114,7 +116,7 @@ def test_state_file_is_used_only_while_the_pidfile_is_locked(tmp_path: Path) -> 
     pidfile = tmp_path / "m.pid"
     config = MonitorConfig(interval=1.0, pidfile=pidfile)
     doc = monitor.snapshot_document(_snapshot(), config, started=time.time())
-    monitor.write_atomic(monitor.state_file_for(pidfile), json.dumps(doc).encode())
+    atomic_write(monitor.state_file_for(pidfile), json.dumps(doc).encode())
     assert read_state(pidfile) is None, "no lock: a leftover of a dead monitor"
     held = PidFile(pidfile)
     held.acquire()
@@ -146,7 +148,7 @@ def test_metrics_exposition_names_labels_and_unknowns() -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(monitor._SnapshotCollector(lambda: (_snapshot(), 0.01)))
+    registry.register(SnapshotCollector(lambda: (_snapshot(), 0.01)))
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
     seconds = families["cman_container_cpu_seconds"]
     assert seconds.type == "counter"

@@ -20,15 +20,14 @@ import secrets
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .. import images
-from .._sys import files as _lxc_fs
-from ..errors import ImageNotFound, InvalidName, InvalidValue
-from ..models import Image
-from ..validate import check_config_value
+from ... import images
+from ..._sys import files as _files
+from ..._sys.times import now_iso
+from ...errors import ImageNotFound, InvalidName, InvalidValue
+from ...validate import check_config_value
 
 DEFAULT_STORE = Path("/var/lib/cman/lxc-images")
 ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
@@ -57,19 +56,6 @@ def validate_alias(name: str) -> str:
 def _norm(alias: str) -> str:
     """``name`` and ``name:latest`` are the same image name, as with Docker."""
     return alias.removesuffix(":latest")
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def parse_time(value: object) -> datetime | None:
-    if isinstance(value, str) and value:
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
 
 
 @dataclass(frozen=True)
@@ -152,7 +138,7 @@ def scan_tarball(path: Path) -> Scan:
 
 
 class ImageStore:
-    """The store's directory. Callers hold :meth:`lock` around changes (see LxcBackend)."""
+    """The store's directory. Callers hold :meth:`lock` around changes (see :mod:`.images`)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -162,7 +148,7 @@ class ImageStore:
         return self.root / ".lock"
 
     def lock(self) -> Any:
-        return _lxc_fs.locked(self.lock_path)
+        return _files.locked(self.lock_path)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -171,7 +157,7 @@ class ImageStore:
             dirs = [d for d in self.root.iterdir() if not d.name.startswith(".")]
         except FileNotFoundError:
             return []
-        metas = [m for m in (_lxc_fs.read_json(d / "metadata.json") for d in dirs) if m and m.get("id")]
+        metas = [m for m in (_files.read_json(d / "metadata.json") for d in dirs) if m and m.get("id")]
         return sorted(metas, key=lambda m: str(m.get("created", "")), reverse=True)
 
     def find(self, ref: str) -> dict[str, Any] | None:
@@ -254,7 +240,7 @@ class ImageStore:
         import hashlib
 
         config = [[k, check_config_value(k, v)] for k, v in lxc_config]
-        created = _now()
+        created = now_iso()
         image_hex = hashlib.sha256(f"{sha}\n{created}\n{secrets.token_hex(8)}".encode()).hexdigest()
         twin = next((m for m in self.all() if m.get("sha256") == sha and self.tarball_of(m).is_file()), None)
         if twin is not None:
@@ -278,7 +264,7 @@ class ImageStore:
             "default_command": ["/bin/sh"] if scan.has_sh else [],
             "lxc_config": config,
         }
-        _lxc_fs.write_json(work / "metadata.json", meta)
+        _files.write_json(work / "metadata.json", meta)
         work.rename(self.root / image_hex)
         if alias is not None:
             self.set_alias(meta, alias)
@@ -289,14 +275,14 @@ class ImageStore:
         for other in self.all():
             if other["id"] != meta["id"] and want in (_norm(a) for a in other.get("aliases", [])):
                 other["aliases"] = [a for a in other["aliases"] if _norm(a) != want]
-                _lxc_fs.write_json(self.dir_of(other) / "metadata.json", other)
+                _files.write_json(self.dir_of(other) / "metadata.json", other)
         if want not in (_norm(a) for a in meta.get("aliases", [])):
             meta["aliases"] = [*meta.get("aliases", []), alias]
-        _lxc_fs.write_json(self.dir_of(meta) / "metadata.json", meta)
+        _files.write_json(self.dir_of(meta) / "metadata.json", meta)
 
     def drop_alias(self, meta: dict[str, Any], alias: str) -> None:
         meta["aliases"] = [a for a in meta.get("aliases", []) if _norm(a) != _norm(alias)]
-        _lxc_fs.write_json(self.dir_of(meta) / "metadata.json", meta)
+        _files.write_json(self.dir_of(meta) / "metadata.json", meta)
 
     def delete(self, meta: dict[str, Any]) -> int:
         """Remove an image; returns the bytes freed."""
@@ -319,33 +305,3 @@ class ImageStore:
                     shutil.rmtree(entry, ignore_errors=True)
             except OSError:
                 continue
-
-
-def to_image(meta: dict[str, Any]) -> Image:
-    source = meta.get("source") or {}
-    return Image(
-        backend="lxc",
-        id=str(meta["id"]),
-        tags=tuple(meta.get("aliases", [])),
-        size=meta.get("size"),
-        created=parse_time(meta.get("created")),
-        architecture=meta.get("architecture"),
-        extra={
-            "source": source,
-            "unpacked_size": meta.get("unpacked_size"),
-            "default_command": meta.get("default_command", []),
-            "file": meta.get("file"),
-            "lxc_config": meta.get("lxc_config", []),
-        },
-    )
-
-
-def created_by(meta: dict[str, Any]) -> str:
-    source = meta.get("source") or {}
-    kind = source.get("kind")
-    if kind == "import":
-        return f"cman image import {source.get('path', '?')}"
-    if kind == "template":
-        args = " ".join(source.get("args", []))
-        return f"lxc-create -t {source.get('template', '?')}" + (f" -- {args}" if args else "")
-    return str(kind or "?")

@@ -34,8 +34,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .._sys import tty as _tty
-from ..models import StdIO
+from ..._sys import tty as _tty
+from ...models import StdIO
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

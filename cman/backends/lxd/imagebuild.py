@@ -36,10 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import images
-from ..errors import InvalidName, InvalidValue
+from ... import images
+from ...errors import InvalidName, InvalidValue
 
-ENV_IMAGE_MAP = "CMAN_LXD_IMAGE_MAP"
 ENV_REMOTES = "CMAN_LXD_REMOTES"
 
 DEFAULT_REMOTES: Mapping[str, str] = {
@@ -67,22 +66,9 @@ class RemoteRef:
     protocol: str = "simplestreams"
 
 
-def _env_mapping(var: str) -> dict[str, str]:
-    text = os.environ.get(var, "").strip()
-    if not text:
-        return {}
-    try:
-        data = json.loads(text)
-    except ValueError as err:
-        raise InvalidValue(var, text, f"not JSON ({err}); expected an object of strings") from None
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise InvalidValue(var, text, "expected a JSON object whose keys and values are strings")
-    return data
-
-
 def remotes() -> dict[str, str]:
     """Remote name -> server URL: defaults, then ``$CMAN_LXD_REMOTES``."""
-    merged = {**DEFAULT_REMOTES, **_env_mapping(ENV_REMOTES)}
+    merged = {**DEFAULT_REMOTES, **images.env_mapping(ENV_REMOTES)}
     for name, url in merged.items():
         if not url.startswith("https://"):
             raise InvalidValue(ENV_REMOTES, f"{name}={url}", "a remote must be an https:// URL")

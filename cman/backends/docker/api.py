@@ -1,6 +1,6 @@
-"""How the Docker backend reaches the Engine API: two transports, one interface.
+"""How the Docker backend reaches the Engine API: three transports, one interface.
 
-- :class:`UnixTransport`: the local socket through the stdlib (``_http``). Used
+- :class:`UnixTransport`: the local socket through the stdlib (``_sys.unixhttp``). Used
   when DOCKER_HOST is unset or ``unix://``: it keeps ``requests`` (imported by
   the docker SDK) off the path of every ``cman run`` and ``cman ps``.
 - :class:`SshTransport`: the same stdlib client over ``ssh HOST docker system
@@ -11,9 +11,10 @@
 - :class:`SdkTransport`: the docker SDK's ``APIClient`` session, for tcp:// (with
   DOCKER_TLS_VERIFY / DOCKER_CERT_PATH), which the SDK handles.
 
-Both speak raw Engine API paths and raise the same three things: ApiError (an
+All speak raw Engine API paths and raise the same three things: ApiError (an
 HTTP status >= 400 with the daemon's message), OSError subclasses (the
-connection failed), TimeoutError. The backend maps those to cman errors once.
+connection failed), TimeoutError. :func:`.connection.boundary` maps those to
+cman errors, once. :func:`.endpoint.open_transport` picks the transport.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from contextlib import AbstractContextManager
 from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from .._sys import unixhttp as _http
+from ..._sys import unixhttp as _http
 
 if TYPE_CHECKING:
     import subprocess

@@ -27,10 +27,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from .._sys import proc as _proc
-from .._sys import tty as _tty
-from ..errors import InvalidValue
-from ..models import StdIO
+from ..._sys import proc as _proc
+from ..._sys import tty as _tty
+from ...errors import InvalidValue
+from ...models import StdIO
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -9,49 +9,49 @@ Raw LXC has no network object, so cman keeps one per network of an LXC path:
   address twice. An allocation whose container no longer exists (destroyed outside
   cman, or an ephemeral ``--rm`` container that LXC destroyed itself) is dropped the
   next time the record changes.
-- **The bridge** is cman's own (:func:`cman.netfilter.create_bridge`, with the gateway
-  address), and :func:`cman.netfilter.ensure_bridge_rules` keeps forwarding between its
+- **The bridge** is cman's own (:func:`cman.network.netfilter.create_bridge`, with the gateway
+  address), and :func:`cman.network.netfilter.ensure_bridge_rules` keeps forwarding between its
   ports working next to Docker's FORWARD DROP (DROP instead for a no-ICC network).
   Both come back when a container on the network starts and the bridge is missing
   (the host rebooted).
 - **A container** joined to a network gets one veth (see :func:`veth_entries`) with the
-  address cman allocated: the first free host of the subnet that is not the gateway,
-  or ``--ip`` once :func:`cman.network.check_container_ip` accepted it and no other
+  address cman allocated (:mod:`cman.network.alloc`): the first free host of the subnet
+  that is not the gateway, or ``--ip`` once :func:`cman.network.check_container_ip` accepted it and no other
   container holds it.
 - **No ICC.** LXC runs :data:`ISOLATE_HOOK` (``lxc.net.0.script.up``) on the host once
   the container's veth is on the bridge and before the container starts, so the port is
   isolated from the first frame, also when the container is started by hand
-  with ``lxc-start``; cman then checks it with :func:`cman.netfilter.isolate_container`
+  with ``lxc-start``; cman then checks it with :func:`cman.network.isolation.enforce`
   after every start through cman. Port isolation blocks layer 2 (ARP), the DROP rule
   layer 3.
 - **DNS** goes into the rootfs's ``/etc/resolv.conf`` (:func:`write_resolv_conf`, which
   never follows a symlink out of the rootfs).
+
+This module is the data and the files; the verbs that use them are in :mod:`.networks`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import re
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._sys import files as _lxc_fs
-from ..errors import EngineError, InvalidName, NetworkNotFound
+from ..._sys import files as _files
+from ..._sys.times import now_iso
+from ...errors import EngineError, InvalidName, NetworkNotFound
 
 if TYPE_CHECKING:
-    from ..network import Network, NetworkSpec
+    from ...models import ContainerSpec
+    from ...network import Network, NetworkSpec
 
 RECORDS_DIR = ".cman-networks"
 """Inside the LXC path; dot-named, so neither cman nor lxc-ls takes it for a container."""
 HOOK_NAME = "cman-isolate-port"
 """The no-ICC hook script, in the container's directory."""
-RESERVED_NAMES = frozenset({"none"})
-"""``--network none``: loopback only, as without --network."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9_./+-]")
 
 ISOLATE_HOOK = """\
@@ -79,7 +79,7 @@ class Records:
         self.dir = Path(lxcpath) / RECORDS_DIR
 
     def path(self, name: str) -> Path:
-        from ..network import check_network_name
+        from ...network import check_network_name
 
         check_network_name(name)  # a record's name is a file name: never a path
         return self.dir / f"{name}.json"
@@ -90,7 +90,7 @@ class Records:
             path = self.path(name)
         except InvalidName:
             raise NetworkNotFound(name, "lxc") from None
-        record = _lxc_fs.read_json(path)
+        record = _files.read_json(path)
         if record is None or record.get("name") != name:
             raise NetworkNotFound(name, "lxc")
         return record
@@ -108,7 +108,7 @@ class Records:
         out = []
         for entry in entries:
             if entry.suffix == ".json" and not entry.name.startswith("."):
-                record = _lxc_fs.read_json(entry)
+                record = _files.read_json(entry)
                 if record is not None and record.get("name") == entry.stem:
                     out.append(record)
         return out
@@ -117,7 +117,7 @@ class Records:
         """Write ``record`` atomically (call under host_lock)."""
         path = self.path(str(record["name"]))
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _lxc_fs.write_json(path, record)
+        _files.write_json(path, record)
 
     def delete(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)
@@ -136,33 +136,9 @@ def new_record(spec: NetworkSpec) -> dict[str, Any]:
         "dns_search": list(spec.dns_search),
         "icc": spec.icc,
         "labels": spec.labels(),
-        "created": datetime.now(UTC).isoformat(),
+        "created": now_iso(),
         "allocations": {},
     }
-
-
-def to_network(record: Mapping[str, Any], containers: Sequence[str] = (),
-               extra: Mapping[str, Any] | None = None) -> Network:
-    from ..network import Network
-
-    created = None
-    with contextlib.suppress(TypeError, ValueError):
-        created = datetime.fromisoformat(str(record.get("created")))
-    return Network(
-        backend="lxc",
-        name=str(record["name"]),
-        id=str(record.get("id") or ""),
-        bridge=record.get("bridge"),
-        subnet=record.get("subnet"),
-        gateway=record.get("gateway"),
-        dns=tuple(record.get("dns") or ()),
-        dns_search=tuple(record.get("dns_search") or ()),
-        icc=bool(record.get("icc", True)),
-        containers=tuple(containers),
-        managed=bool(record.get("managed")),
-        created=created,
-        extra=dict(extra or {}),
-    )
 
 
 # -- addresses --------------------------------------------------------------------------------
@@ -181,7 +157,7 @@ def allocate(record: dict[str, Any], container: str, requested: str | None,
     Stale allocations (``alive`` says their container is gone) are dropped first; the
     choice is :func:`cman.network.alloc.allocate`'s.
     """
-    from ..network.alloc import allocate as choose
+    from ...network.alloc import allocate as choose
 
     allocations = live_allocations(record, alive)
     allocations.pop(container, None)  # an earlier container of that name is gone
@@ -268,31 +244,11 @@ def detach_config(text: str) -> str:
 
 
 def write_hook(path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(ISOLATE_HOOK)
-    tmp.chmod(0o755)
-    os.replace(tmp, path)
+    """The no-ICC hook script at ``path`` (LXC refuses to start when it is missing)."""
+    _files.atomic_write(path, ISOLATE_HOOK, mode=0o755)
 
 
 # -- resolv.conf ------------------------------------------------------------------------------
-
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-@contextlib.contextmanager
-def _dirfd(name: str | Path, *, at: int | None = None, create: bool = False) -> Iterator[int]:
-    try:
-        fd = os.open(name, _DIR_FLAGS, dir_fd=at)
-    except FileNotFoundError:
-        if not create:
-            raise
-        os.mkdir(name, 0o755, dir_fd=at)
-        fd = os.open(name, _DIR_FLAGS, dir_fd=at)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
 
 
 def write_resolv_conf(rootfs: Path, text: str) -> None:
@@ -303,19 +259,7 @@ def write_resolv_conf(rootfs: Path, text: str) -> None:
     replaced by a regular file, and a symlinked ``/etc`` is refused.
     """
     try:
-        with _dirfd(rootfs) as root, _dirfd("etc", at=root, create=True) as etc:
-            tmp = f".resolv.conf.cman-{os.getpid()}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                         dir_fd=etc)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    fh.write(text)
-                    os.fchmod(fh.fileno(), 0o644)
-                os.replace(tmp, "resolv.conf", src_dir_fd=etc, dst_dir_fd=etc)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp, dir_fd=etc)
-                raise
+        _files.write_beneath(rootfs, "etc/resolv.conf", text.encode(), mode=0o644)
     except OSError as err:
         if err.errno in (errno.ELOOP, errno.ENOTDIR):
             raise EngineError(f"lxc: cannot write /etc/resolv.conf into {rootfs}: /etc in the image is not a "
@@ -323,4 +267,12 @@ def write_resolv_conf(rootfs: Path, text: str) -> None:
         raise EngineError(f"lxc: cannot write /etc/resolv.conf into {rootfs}: {err.strerror}") from err
 
 
-# -- host side --------------------------------------------------------------------------------
+def write_dns(rootfs: Path, network: Network | None, spec: ContainerSpec) -> None:
+    """The container's --dns/--dns-search, each falling back to the network's, into its
+    rootfs's resolv.conf; with none at all the image's file stays."""
+    from ...network import container_dns, render_resolv_conf
+
+    servers, search = container_dns(network, spec.dns, spec.dns_search)
+    if servers or search:
+        write_resolv_conf(rootfs, render_resolv_conf(servers, search))
+

@@ -8,14 +8,14 @@ What a cman network is on LXD:
   dnsmasq stays the bridge's resolver, as on any LXD bridge). The parts of the spec LXD
   has no key for (dns, dns_search, icc) are ``user.cman.*`` keys (:func:`network_config`),
   with ``user.cman.managed=true``.
-- **Host rules** from :mod:`cman.netfilter`: the DOCKER-USER rule that lets the bridge's
-  ports talk next to Docker's FORWARD DROP (DROP without ICC), and bridge port isolation
+- **Host rules** from :mod:`cman.network.netfilter`: the DOCKER-USER rule that lets the
+  bridge's ports talk next to Docker's FORWARD DROP (DROP without ICC), and bridge port isolation
   of each container's host veth on a no-ICC network (LXD 5.0 accepts
   ``security.port_isolation`` on a NIC but does not apply it; cman sets it anyway and
   isolates the port itself after every start).
 - **A container** on a network has one NIC device ``eth0`` on it and an address that cman
-  allocated under :func:`cman.network.host_lock` (:func:`allocate`): ``--ip``, or the first
-  free host that is not the gateway. The address is recorded in ``user.cman.ip`` (with
+  allocated under :func:`cman.network.host_lock` (:func:`cman.network.alloc.allocate`):
+  ``--ip``, or the first free host that is not the gateway. The address is recorded in ``user.cman.ip`` (with
   ``user.cman.network``) and made static with ``raw.lxc`` (:func:`raw_lxc_block`:
   ``lxc.net.N.ipv4.address`` and ``.gateway``, the keys LXD lets through), so LXC sets
   address and default route before init runs, on every start, also a start outside cman.
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..network import Network, NetworkSpec
+    from ...network import Network, NetworkSpec
 
 CFG_MANAGED = "user.cman.managed"
 CFG_NETWORK = "user.cman.network"
@@ -43,8 +43,6 @@ LABEL_PREFIX = "user."
 """A spec label ``cman.dns`` is the network key ``user.cman.dns``."""
 NIC = "eth0"
 """The device (and interface) name of a container's NIC on a cman network."""
-RESERVED_NAMES = frozenset({"none"})
-"""``--network none``: loopback only (the profile's NIC is masked)."""
 RAW_LXC = "raw.lxc"
 RAW_MARK = "# cman network "
 """Starts the comment line above cman's lines in ``raw.lxc``; they end at the next non-``lxc.net.`` line."""
@@ -106,7 +104,7 @@ def gateway_and_subnet(config: Mapping[str, Any]) -> tuple[str | None, str | Non
 
 def to_network(raw: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Network:
     """GET /1.0/networks/NAME -> a Network (the bridge is the network's name)."""
-    from ..network import Network, spec_from_labels
+    from ...network import Network, spec_from_labels
 
     config = raw.get("config") or {}
     managed = config.get(CFG_MANAGED) == "true"

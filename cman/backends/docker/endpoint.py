@@ -1,0 +1,128 @@
+"""Where the Docker daemon is: DOCKER_HOST, read as the docker CLI reads it.
+
+Unset or empty means the local socket (``unix:///var/run/docker.sock``);
+``unix://PATH`` is another local socket; ``tcp://`` (with DOCKER_TLS_VERIFY and
+DOCKER_CERT_PATH) is this host only on a loopback address; ``ssh://`` is another
+host. Everything here is cheap and imports no SDK: the registry calls
+:func:`reachable` to pick a default backend, :func:`probe` says what is wrong and
+how to fix it, and :func:`open_transport` picks one of :mod:`.api`'s transports.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from urllib.parse import urlparse
+
+from ..._sys import unixhttp
+from ...models import EngineStatus
+from ..base import Locality, loopback_url
+from .api import ApiError, SdkTransport, SshTransport, Transport, UnixTransport
+
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+
+
+def docker_host() -> str:
+    """DOCKER_HOST; unset or empty means the default socket, as for docker."""
+    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+
+
+def docker_socket() -> str | None:
+    """The unix socket path DOCKER_HOST points at, or None for tcp/ssh hosts."""
+    host = docker_host()
+    if host.startswith("unix://"):
+        return host[len("unix://") :]
+    return None
+
+
+def _tcp_connects(url: str) -> bool:
+    parsed = urlparse(url.replace("tcp://", "http://", 1))
+    if not parsed.hostname:
+        return False
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or 2375), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def reachable() -> bool:
+    """A socket connect (or, for ssh://, an ssh on PATH): no request, no SDK."""
+    host = docker_host()
+    if host.startswith("ssh://"):
+        return shutil.which("ssh") is not None
+    if host.startswith("tcp://"):
+        return _tcp_connects(host)
+    path = docker_socket()
+    return path is not None and unixhttp.connects(path)
+
+
+def locality() -> Locality:
+    host = docker_host()
+    if docker_socket() is not None or (host.startswith("tcp://") and loopback_url(host)):
+        return Locality(True, host)
+    return Locality(False, host, f"DOCKER_HOST={host}")
+
+
+def open_transport() -> Transport:
+    """The transport for DOCKER_HOST; OSError when it cannot be set up (a bad ssh URL, the SDK refused)."""
+    path = docker_socket()
+    if path is not None:
+        return UnixTransport(path)
+    host = docker_host()
+    return SshTransport(host) if host.startswith("ssh://") else SdkTransport()
+
+
+def _fix_for_missing_daemon() -> str:
+    if shutil.which("dockerd") is None:
+        return "install Docker: apt-get install docker.io, then start it: dockerd > /var/log/dockerd.log 2>&1 &"
+    return "start the daemon: dockerd > /var/log/dockerd.log 2>&1 & (or: systemctl start docker)"
+
+
+def probe() -> EngineStatus:
+    """Is the daemon at DOCKER_HOST installed, running and answering? Never raises; says the fix."""
+    host = docker_host()
+    installed = shutil.which("dockerd") is not None or shutil.which("docker") is not None
+    path = docker_socket()
+    if path is not None:
+        return _probe_socket(path, host, installed)
+    fix = f"check that a Docker daemon listens at {host} (DOCKER_HOST), or unset DOCKER_HOST to use the local socket"
+    if host.startswith("ssh://"):
+        fix = ("check that ssh to that host works without a prompt (cman runs `ssh -o BatchMode=yes HOST docker "
+               "system dial-stdio`: use a key or ssh-agent) and that `docker` is on the remote PATH, "
+               "or unset DOCKER_HOST to use the local socket")
+    if host.startswith("tcp://") and not _tcp_connects(host):
+        return EngineStatus("docker", installed, False, False, endpoint=host,
+                            problem=f"nothing listens at {host}", fix=fix)
+    try:
+        # ssh: ConnectTimeout bounds ssh's connect and handshake, the timeout the answer.
+        transport = open_transport()
+        version = transport.call("GET", "/version", timeout=10)
+        transport.close()
+    except (ApiError, OSError) as err:
+        return EngineStatus("docker", installed, False, False, endpoint=host,
+                            problem=f"cannot talk to the daemon at {host}: {err}", fix=fix)
+    return EngineStatus("docker", installed, True, True, version=str(version.get("Version")), endpoint=host)
+
+
+def _probe_socket(path: str, host: str, installed: bool) -> EngineStatus:
+    if not os.path.exists(path):
+        return EngineStatus("docker", installed, False, False, endpoint=host,
+                            problem=f"the Docker daemon is not running (no socket at {path})",
+                            fix=_fix_for_missing_daemon())
+    try:
+        info = unixhttp.get_json(path, "/version", timeout=5)
+    except PermissionError:
+        return EngineStatus("docker", installed, True, False, endpoint=host,
+                            problem=f"permission denied on {path}",
+                            fix="add your user to the docker group: usermod -aG docker $USER, then log in again (or run as root)")
+    except ConnectionRefusedError:
+        return EngineStatus("docker", installed, False, False, endpoint=host,
+                            problem=f"nothing listens on {path} (stale socket: the daemon is not running)",
+                            fix=_fix_for_missing_daemon())
+    except (OSError, unixhttp.HTTPStatusError, ValueError) as err:
+        return EngineStatus("docker", installed, True, False, endpoint=host,
+                            problem=f"the daemon at {path} does not answer: {err}",
+                            fix="check /var/log/dockerd.log, then restart dockerd")
+    return EngineStatus("docker", installed, True, True, version=str(info.get("Version")), endpoint=host)

@@ -1,0 +1,141 @@
+"""A container's LXC config file, written by cman from the container's settings.
+
+Every value is checked with :func:`~cman.validate.check_config_value` and every key must
+be an ``lxc.*`` key before anything is written, so no setting can add a line of its own
+(an ``lxc.hook.*`` smuggled in after a newline). Of an image's config only the keys of
+:data:`~.store.TEMPLATE_CONFIG_KEYS` are kept. The file is replaced atomically, and it
+is the last file create writes: only then does ``lxc-ls`` see the container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..._sys import files as _files
+from ...errors import InvalidValue, Unsupported
+from ...validate import check_config_value
+from ..base import Feature
+from . import net
+from .store import TEMPLATE_CONFIG_KEYS
+from .tools import Paths
+
+if TYPE_CHECKING:
+    from ...cgroups import CgroupMounts
+    from ...models import ContainerSpec
+    from ...network import Network
+
+COMMON_CONF = ("/usr/share/lxc/config/common.conf", "/usr/local/share/lxc/config/common.conf")
+CPU_PERIOD_US = 100_000
+
+Entry = tuple[str, str] | str
+"""A (key, value) setting, or a comment line ("" for an empty line)."""
+
+_CONFIG_KEY = re.compile(r"lxc(\.[a-z0-9_]+)+")
+
+
+def limit_settings(cpus: float | None, memory: int | None, mounts: CgroupMounts | None) -> list[tuple[str, str]]:
+    """Config keys for --cpus/--memory on this host's cgroup layout.
+
+    A controller mounted as cgroup v1 takes ``lxc.cgroup.*``; otherwise, when the v2 tree
+    offers it, ``lxc.cgroup2.*``. Hybrid hosts mix both (this one: cpu and memory on v1).
+    """
+    out: list[tuple[str, str]] = []
+    if cpus is None and memory is None:
+        return out
+    v1 = dict(mounts.v1) if mounts is not None else {}
+    v2_controllers: set[str] = set()
+    if mounts is not None and mounts.v2 is not None:
+        with contextlib.suppress(OSError):
+            v2_controllers = set((mounts.v2 / "cgroup.controllers").read_text().split())
+    if cpus is not None:
+        quota = max(1000, round(cpus * CPU_PERIOD_US))
+        if "cpu" in v1:
+            out += [("lxc.cgroup.cpu.cfs_period_us", str(CPU_PERIOD_US)), ("lxc.cgroup.cpu.cfs_quota_us", str(quota))]
+        elif "cpu" in v2_controllers:
+            out.append(("lxc.cgroup2.cpu.max", f"{quota} {CPU_PERIOD_US}"))
+        else:
+            raise Unsupported("lxc", str(Feature.CPU_LIMIT), "this host has no cpu cgroup controller")
+    if memory is not None:
+        if "memory" in v1:
+            out.append(("lxc.cgroup.memory.limit_in_bytes", str(memory)))
+        elif "memory" in v2_controllers:
+            out.append(("lxc.cgroup2.memory.max", str(memory)))
+        else:
+            raise Unsupported("lxc", str(Feature.MEMORY_LIMIT), "this host has no memory cgroup controller")
+    return out
+
+
+def limits_of(spec: ContainerSpec) -> list[tuple[str, str]]:
+    """The spec's --cpus/--memory for this host's cgroups (found only when a limit is asked)."""
+    if spec.cpus is None and spec.memory is None:
+        return []
+    from ...cgroups import CgroupError, find_mounts
+
+    try:
+        mounts = find_mounts()
+    except CgroupError as err:
+        raise Unsupported("lxc", "limits", str(err)) from err
+    return limit_settings(spec.cpus, spec.memory, mounts)
+
+
+def render_config(entries: Sequence[Entry]) -> str:
+    """Config text from (key, value) pairs and comment strings; every value is checked first."""
+    lines: list[str] = []
+    for entry in entries:
+        if isinstance(entry, str):
+            lines.append(f"# {entry}" if entry else "")
+            continue
+        key, value = entry
+        if not _CONFIG_KEY.fullmatch(key):
+            raise InvalidValue("LXC config key", key, "not an lxc.* key")
+        lines.append(f"{key} = {check_config_value(key, value)}")
+    return "\n".join(lines) + "\n"
+
+
+def network_settings(paths: Paths, network: Network | None, address: str | None) -> list[Entry]:
+    """One veth on the network's bridge with the allocated address, or loopback only."""
+    if network is None or address is None or not network.bridge or not network.subnet:
+        return list(net.EMPTY_NETWORK)
+    hook = None if network.icc else paths.dir / net.HOOK_NAME
+    prefixlen = int(network.subnet.rpartition("/")[2])
+    return net.veth_entries(network.name, network.bridge, address, prefixlen, network.gateway, hook,
+                            net.new_hwaddr())
+
+
+def config_entries(paths: Paths, spec: ContainerSpec, image: dict[str, Any], limits: list[tuple[str, str]],
+                   network: Network | None = None, address: str | None = None) -> list[Entry]:
+    """Everything a container's config holds, from its spec, its image and its network."""
+    common = next((c for c in COMMON_CONF if os.path.isfile(c)), None)
+    entries: list[Entry] = [
+        "Written by cman (LXC backend) from the container's settings; cman.json holds the rest.",
+    ]
+    if common:
+        entries.append(("lxc.include", common))
+    if image.get("architecture"):
+        entries.append(("lxc.arch", str(image["architecture"])))
+    entries += [
+        ("lxc.rootfs.path", f"dir:{paths.rootfs}"),
+        ("lxc.uts.name", paths.name),
+        ("lxc.apparmor.profile", "unconfined"),
+        ("lxc.console.logfile", str(paths.console)),
+        ("lxc.log.file", str(paths.lxclog)),
+        "",
+        *network_settings(paths, network, address),
+    ]
+    if limits:
+        entries += ["", "limits", *limits]
+    image_config = [(str(k), str(v)) for k, v in image.get("lxc_config", []) if k in TEMPLATE_CONFIG_KEYS]
+    if image_config:
+        entries += ["", "from the image", *image_config]
+    if spec.auto_remove:
+        entries += ["", "--rm: LXC destroys the container when it stops", ("lxc.ephemeral", "1")]
+    return entries
+
+
+def write_config(paths: Paths, config: str) -> None:
+    """Replace the container's config atomically (lxc-start may read it at any time)."""
+    _files.atomic_write(paths.config, config)

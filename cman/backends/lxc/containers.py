@@ -1,0 +1,289 @@
+"""Container verbs of the LXC backend: system containers that live as long as their command.
+
+- The container boots its image's init (``lxc-start -d``, then ``lxc-wait -s RUNNING``);
+  ``CMD`` runs inside it as *the container's job* (:mod:`cman.jobs`) via ``lxc-attach``,
+  with a clean environment (``--clear-env``; PATH, HOME, TERM with a tty, then ``-e``
+  variables).
+- ``run IMAGE CMD`` (foreground) returns CMD's exit code; ``run -d IMAGE CMD`` leaves CMD
+  running in the background, supervised inside the container.
+- When CMD exits, the container is stopped (as Docker kills what is left when PID 1
+  exits) and its state shows the exit code. ``start`` of a stopped container runs CMD again.
+- With no CMD: ``run -d`` boots the container and leaves init running (a plain system
+  container, until ``cman stop``); ``run -i``/``-it`` runs the image's default command
+  (``/bin/sh``); ``run`` without ``-i`` boots the container and returns 0.
+- ``--rm`` with ``-d`` sets ``lxc.ephemeral = 1``: LXC destroys the container when it stops.
+- ``logs`` prints the job's output; a container without a job shows init's console log
+  (``logs -f`` follows it until the container stops).
+- ``--env`` applies to the command and to ``exec``, not to init. Labels live in cman.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import secrets
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+
+from ... import jobs
+from ..._sys import files as _files
+from ..._sys import proc as _proc
+from ..._sys.times import now_iso
+from ...errors import CmanError, Conflict, ContainerNotFound, EngineError, InvalidValue, NameInUse
+from ...models import Container, ContainerSpec, LogChunk, State, StdIO
+from ...validate import check_config_value
+from . import net
+from .config import config_entries, limits_of, render_config, write_config
+from .convert import to_container
+from .jobhost import LxcJobHost, job_end
+from .networks import LxcNetworks
+from .tools import RUNNING, Paths, first_error, info, parse_ls
+
+
+class StartFailed(EngineError):
+    """lxc-start returned, but the container is not running."""
+
+
+class LxcContainers(LxcJobHost, LxcNetworks):
+    def create(self, spec: ContainerSpec) -> Container:
+        name = spec.name if spec.name is not None else f"cman-{secrets.token_hex(4)}"
+        self.validate_name(name)
+        joining = self._check_network_options(spec)
+        check_config_value("image", spec.image)
+        limits = limits_of(spec)
+        paths = self._paths(name)
+        for key in spec.env:
+            if not key or "=" in key or "\0" in key:
+                raise InvalidValue("-e/--env", key, "bad variable name")
+        made = False
+        with _files.locked(self._lock_path):
+            if paths.dir.exists():
+                raise NameInUse(name, "lxc")
+            with self.store.lock():
+                image = self.store.get(spec.image)
+                config = render_config(config_entries(paths, spec, image, limits))
+                try:
+                    paths.dir.mkdir(mode=0o770)
+                    made = True
+                    _files.write_json(paths.meta, {
+                        "managed": True,
+                        "name": name,
+                        "image": spec.image,
+                        "image_id": image["id"],
+                        "command": list(spec.command),
+                        "default_command": list(image.get("default_command", [])),
+                        "env": dict(spec.env),
+                        "labels": dict(spec.labels),
+                        "tty": spec.tty,
+                        "interactive": spec.interactive,
+                        "cpus": spec.cpus,
+                        "memory": spec.memory,
+                        "auto_remove": spec.auto_remove,
+                        "created": now_iso(),
+                        "network": None,
+                        "ip": None,
+                        "dns": list(spec.dns),
+                        "dns_search": list(spec.dns_search),
+                    })
+                    _files.write_json(paths.state, {"run": 0, "started": None, "finished": None, "exit_code": None})
+                    paths.rootfs.mkdir(mode=0o755)
+                    tarball = self.store.tarball_of(image)
+                    argv = ["tar", "-xf", str(tarball), "-C", str(paths.rootfs), "--numeric-owner"]
+                    prefix = str(image.get("rootfs_prefix") or "")
+                    if prefix:
+                        argv += [f"--strip-components={prefix.count('/') + 1}", prefix]
+                    _proc.run(argv, timeout=900, backend="lxc")
+                    if joining is None:
+                        net.write_dns(paths.rootfs, None, spec)
+                        write_config(paths, config)  # last: only now does lxc-ls see the container
+                except BaseException:
+                    if made:
+                        shutil.rmtree(paths.dir, ignore_errors=True)
+                    raise
+        if joining is not None:
+            # The address is allocated under the host-wide network lock, taken without the
+            # LXC path's lock held (lock order); until the config exists no other cman
+            # process sees this container, and the directory keeps its name taken.
+            try:
+                self._join_network(paths, spec, image, limits, str(joining["name"]))
+            except BaseException:
+                shutil.rmtree(paths.dir, ignore_errors=True)
+                raise
+        return self.inspect(name)
+
+    def _boot(self, paths: Paths) -> int | None:
+        """Start the container unless it runs; return its init PID."""
+        st, pid = self._info(paths)
+        if st in RUNNING:
+            return pid
+        state = _files.read_json(paths.state) or {}
+        previous = {k: state.get(k) for k in ("started", "finished")}
+        network = self._network_up(paths)
+        self._update_state(paths, started=now_iso(), finished=None)
+        try:
+            log_offset = paths.lxclog.stat().st_size
+        except OSError:
+            log_offset = 0
+        done = self._tool("lxc-start", "-n", paths.name, "-d", timeout=60, check=False)
+        st, pid = info(self.lxcpath, paths.name)
+        if st in ("STARTING",):
+            self._tool("lxc-wait", "-n", paths.name, "-s", "RUNNING", "-t", "10", timeout=20, check=False)
+            st, pid = info(self.lxcpath, paths.name)
+        if st not in RUNNING or pid is None:
+            detail = first_error(paths, log_offset) or (done.stderr.strip().splitlines() or ["no error logged"])[-1]
+            with contextlib.suppress(OSError, CmanError):  # it never ran: back to what it was (e.g. "created")
+                self._update_state(paths, **previous)
+            raise StartFailed(
+                f"lxc: container {paths.name} did not start: {detail}",
+                hint=f"see {paths.lxclog}, or watch it boot: lxc-start -P {self.lxcpath} -n {paths.name} -F",
+            )
+        if network is not None and not network.icc and network.bridge:
+            self._isolate(paths, pid, network)
+        return pid
+
+    def start(self, ref: str) -> None:
+        paths = self._existing(ref)
+        st, _ = self._info(paths)
+        if st in RUNNING:
+            return
+        self._boot(paths)
+        command = self._meta(paths).get("command") or []
+        if command:
+            jobs.launch(self, paths.name, command)
+
+    def start_attached(self, ref: str, io: StdIO) -> int:
+        paths = self._existing(ref)
+        meta = self._meta(paths)
+        self._boot(paths)
+        command = list(meta.get("command") or [])
+        if not command and io.stdin is not None:
+            command = list(meta.get("default_command") or ["/bin/sh"])
+        if not command:
+            return 0  # a system container was asked for: it stays up
+        return jobs.run_foreground(self, paths.name, command, io)
+
+    def stop(self, ref: str, *, timeout: float = 10) -> None:
+        paths = self._existing(ref)
+        st, _ = self._info(paths)
+        if st not in RUNNING:
+            return
+        grace = max(0, math.ceil(timeout))
+        with self._boundary(paths.name, "stop"):
+            if grace > 0:
+                self._tool("lxc-stop", "-n", paths.name, "-t", str(grace), timeout=grace + 30, check=False)
+            st, _ = info(self.lxcpath, paths.name)
+            if st in RUNNING:
+                self._tool("lxc-stop", "-n", paths.name, "-k", timeout=60, check=False)
+                st, _ = info(self.lxcpath, paths.name)
+        if st in RUNNING:
+            raise EngineError(f"lxc: container {paths.name} is still {st} after lxc-stop -k",
+                              hint=f"see {paths.lxclog}")
+        if paths.dir.exists():
+            with contextlib.suppress(OSError, CmanError):
+                state = _files.read_json(paths.state) or {}
+                if not state.get("finished"):
+                    self._update_state(paths, finished=now_iso())
+
+    def remove(self, ref: str, *, force: bool = False) -> None:
+        paths = self._existing(ref)
+        network = self._meta(paths).get("network")
+        with _files.locked(self._lock_path):
+            if not paths.config.exists():  # removed meanwhile (an ephemeral one stopping, another cman)
+                raise ContainerNotFound(ref, "lxc")
+            st, _ = self._info(paths)
+            if st in RUNNING:
+                if not force:
+                    raise Conflict(f"container {paths.name} is running",
+                                   hint=f"stop it first (cman stop lxc:{paths.name}) or use rm -f")
+                with self._boundary(paths.name, "kill"):
+                    self._tool("lxc-stop", "-n", paths.name, "-k", timeout=60, check=False)
+                    st, _ = info(self.lxcpath, paths.name)
+                if st in RUNNING:
+                    raise EngineError(f"lxc: container {paths.name} is still {st} after lxc-stop -k")
+            if paths.config.exists():
+                done = self._tool("lxc-destroy", "-n", paths.name, timeout=300, check=False)
+                if done.returncode != 0 and paths.config.exists():
+                    st, _ = info(self.lxcpath, paths.name)
+                    if st in RUNNING:
+                        raise EngineError(f"lxc: could not destroy {paths.name}: it is {st}")
+            shutil.rmtree(paths.dir, ignore_errors=True)  # cman's own files, or what lxc-destroy left
+        if network:  # after the LXC path's lock: the network lock comes first in the lock order
+            self._release_address(paths.name, str(network))
+
+    def _container(self, paths: Paths, st: str | None, pid: int | None) -> Container:
+        run = _files.read_json(paths.state) or {}
+        return to_container(paths, st, pid, _files.read_json(paths.meta), run, lambda: job_end(paths))
+
+    def containers(self, *, all: bool = False) -> list[Container]:  # noqa: A002
+        """One ``lxc-ls -f`` call for every state and PID, plus each container's cman.json."""
+        names = self._container_dirs()
+        done = self._tool("lxc-ls", "-f", "-F", "NAME,STATE,PID", timeout=30)
+        states = parse_ls(done.stdout)
+        out = []
+        for name in names:
+            st, pid = states.get(name, (None, None))
+            if st is None:
+                continue  # not a container lxc-ls accepts (broken config, being created)
+            container = self._container(self._paths(name), st, pid)
+            if all or container.state in (State.RUNNING, State.PAUSED, State.RESTARTING):
+                out.append(container)
+        return out
+
+    def inspect(self, ref: str) -> Container:
+        paths = self._existing(ref)
+        st, pid = self._info(paths)
+        if st is None:
+            raise ContainerNotFound(ref, "lxc")
+        return self._container(paths, st, pid)
+
+    def exec(
+        self,
+        ref: str,
+        command: Sequence[str],
+        io: StdIO,
+        *,
+        env: dict[str, str] | None = None,
+    ) -> int:
+        from .attach import attach_argv, attach_env, run_attached
+
+        paths = self._existing(ref)
+        st, _ = self._info(paths)
+        if st not in RUNNING:
+            raise Conflict(f"container {paths.name} is not running",
+                           hint=f"start it first: cman start lxc:{paths.name}")
+        meta = self._meta(paths)
+        argv = attach_argv(self.lxcpath, paths.name, command, attach_env(meta.get("env") or {}, env, tty=io.tty))
+        return run_attached(argv, io, tty=io.tty)
+
+    def logs(self, ref: str, *, follow: bool = False) -> Iterator[LogChunk]:
+        """The job's output; for a container without a job, init's console log."""
+        paths = self._existing(ref)
+        if self._meta(paths).get("command"):
+            yield from jobs.logs(self, paths.name, follow=follow)
+            return
+        console = _files.TailReader(paths.console)
+        while True:
+            running = follow and self.job_state(paths.name) == State.RUNNING
+            data = console.read()
+            if data:
+                yield LogChunk("stdout", data)
+            if not running:
+                return
+            time.sleep(jobs.POLL)
+
+    def wait(self, ref: str) -> int:
+        """Until the container stops (it stops when its command exits); the command's exit
+        code, or 0 for a container without a command."""
+        paths = self._existing(ref)
+        if self._meta(paths).get("command"):
+            return jobs.wait(self, paths.name)
+        while self.job_state(paths.name) not in (None, State.STOPPED, State.DEAD):
+            time.sleep(jobs.POLL)
+        return 0
+
+    def init_pid(self, ref: str) -> int | None:
+        paths = self._existing(ref)
+        with self._boundary(paths.name, "read the init PID of"):
+            out = self._tool("lxc-info", "-n", paths.name, "-p", "-H", timeout=15).stdout.strip()
+        return int(out) if out.isdigit() else None

@@ -1,0 +1,81 @@
+"""The primitives :mod:`cman.jobs` runs a container's job with (its :class:`~cman.jobs.JobHost`).
+
+Files of the job are read and written straight in the rootfs, never through a symlink
+out of it; commands run with ``lxc-attach`` (:mod:`.attach`), which puts them in the
+container's cgroups, so their CPU and memory are accounted to the container.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from ... import jobs
+from ..._sys import files as _files
+from ...errors import EngineError
+from ...models import State, StdIO
+from .connection import LxcConnection
+from .convert import STATES
+from .tools import Paths, config_values
+
+
+class LxcJobHost(LxcConnection):
+    def job_state(self, ref: str) -> State | None:
+        st, _ = self._info(self._paths(ref))
+        return None if st is None else STATES.get(st, State.UNKNOWN)
+
+    def read_file(self, ref: str, path: str) -> bytes | None:
+        paths = self._paths(ref)
+        try:
+            return _files.read_beneath(paths.rootfs, path)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise EngineError(f"lxc: cannot read {path} in {ref}: {err.strerror or err}") from err
+
+    def write_file(self, ref: str, path: str, data: bytes) -> None:
+        paths = self._paths(ref)
+        try:
+            _files.write_beneath(paths.rootfs, path, data)
+        except OSError as err:
+            raise EngineError(f"lxc: cannot write {path} in {ref}: {err.strerror or err}") from err
+
+    def exec_attached(self, ref: str, command: Sequence[str], io: StdIO) -> int:
+        from .attach import attach_argv, attach_env, run_attached
+
+        meta = self._meta(self._paths(ref))
+        tty = io.tty or bool(meta.get("tty"))
+        argv = attach_argv(self.lxcpath, ref, command, attach_env(meta.get("env") or {}, None, tty=tty))
+        return run_attached(argv, StdIO(io.stdin, io.stdout, io.stderr, tty), tty=tty)
+
+    def exec_detached(self, ref: str, argv: Sequence[str]) -> None:
+        """lxc-attach in a session of its own, not waited for: it lives as long as the job."""
+        from .attach import attach_argv, attach_env, spawn
+
+        paths = self._paths(ref)
+        meta = self._meta(paths)
+        full = attach_argv(self.lxcpath, ref, argv, attach_env(meta.get("env") or {}, None, tty=False))
+        with open(paths.lxclog, "ab") as errors:
+            spawn(full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                  start_new_session=True, close_fds=True)
+
+    def halt_signal(self, ref: str) -> int:
+        """``lxc.signal.halt`` of the container's config (the image's template may set it), else SIGPWR."""
+        values = config_values(self._paths(ref).config, ("lxc.signal.halt",))
+        return jobs.parse_signal(values[-1][1] if values else None)
+
+    def kill(self, ref: str) -> None:
+        with self._boundary(ref, "kill"):
+            self._tool("lxc-stop", "-n", ref, "-k", timeout=60, check=False)
+
+
+def job_end(paths: Paths) -> tuple[int, datetime | None]:
+    """The job's recorded exit code and when it was recorded (from the rootfs, no tool call)."""
+    try:
+        code = jobs.parse_rc(_files.read_beneath(paths.rootfs, jobs.JOB_RC))
+        st = _files.stat_beneath(paths.rootfs, jobs.JOB_RC)
+    except OSError:
+        return jobs.KILLED_EXIT, None
+    when = datetime.fromtimestamp(st.st_mtime, tz=UTC) if st is not None else None
+    return (jobs.KILLED_EXIT if code is None else code), when

@@ -1,0 +1,166 @@
+"""The ``lxc-*`` tools, and where a container's files live.
+
+Every tool runs through :mod:`cman._sys.proc` (argv lists, a timeout on each call, errors
+that keep argv, exit code and stderr), with ``-P LXCPATH`` from ``$CMAN_LXC_PATH`` (default
+/var/lib/lxc). State is always read back with ``lxc-info``/``lxc-ls``, never guessed from
+a tool's stderr. Only the dashed raw tools are used: Debian's ``lxc`` (no dash) is LXD's client.
+
+**Files.** A container is ``LXCPATH/NAME/`` holding ``config`` (written by cman from the
+container's settings, see :mod:`.config`), ``rootfs/`` (the image's tarball unpacked),
+``cman.json`` (the mark of a managed container: image, command, env, labels, limits,
+network, created), ``cman.state.json`` (runs: started, finished), ``console.log`` (init's
+console, via ``lxc.console.logfile``) and ``lxc.log`` (LXC's own errors). A job's output
+and exit code live in the rootfs (:mod:`cman.jobs`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..._sys import proc as _proc
+from ...errors import InvalidValue
+from ...validate import check_config_value
+from .store import DEFAULT_STORE
+
+ENV_LXC_PATH = "CMAN_LXC_PATH"
+ENV_IMAGES = "CMAN_LXC_IMAGES"
+DEFAULT_LXC_PATH = "/var/lib/lxc"
+
+RUNNING = frozenset({"RUNNING", "STARTING", "STOPPING", "FREEZING", "FROZEN", "THAWED"})
+"""``lxc-info`` states in which the container's init is alive."""
+
+
+def lxc_path_from_env() -> str:
+    """$CMAN_LXC_PATH (default /var/lib/lxc), checked: it goes into every config."""
+    value = os.environ.get(ENV_LXC_PATH) or DEFAULT_LXC_PATH
+    check_config_value(ENV_LXC_PATH, value)
+    if not os.path.isabs(value):
+        raise InvalidValue(ENV_LXC_PATH, value, "must be an absolute path")
+    return os.path.normpath(value)
+
+
+def image_store_from_env() -> Path:
+    value = os.environ.get(ENV_IMAGES) or str(DEFAULT_STORE)
+    check_config_value(ENV_IMAGES, value)
+    if not os.path.isabs(value):
+        raise InvalidValue(ENV_IMAGES, value, "must be an absolute path")
+    return Path(os.path.normpath(value))
+
+
+def parse_info(text: str) -> tuple[str | None, int | None]:
+    """``lxc-info -s -p`` output -> (STATE, PID)."""
+    state: str | None = None
+    pid: int | None = None
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key, value = key.strip().lower(), value.strip()
+        if key == "state":
+            state = value.upper() or None
+        elif key == "pid" and value.isdigit():
+            pid = int(value)
+    return state, pid
+
+
+def parse_ls(text: str) -> dict[str, tuple[str, int | None]]:
+    """``lxc-ls -f -F NAME,STATE,PID`` output -> {name: (STATE, PID)}."""
+    out: dict[str, tuple[str, int | None]] = {}
+    lines = text.splitlines()
+    for line in lines[1:]:  # the first line is the header
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        pid = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
+        out[parts[0]] = (parts[1].upper(), pid)
+    return out
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where one container's files live."""
+
+    lxcpath: str
+    name: str
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.lxcpath) / self.name
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "config"
+
+    @property
+    def rootfs(self) -> Path:
+        return self.dir / "rootfs"
+
+    @property
+    def meta(self) -> Path:
+        return self.dir / "cman.json"
+
+    @property
+    def state(self) -> Path:
+        return self.dir / "cman.state.json"
+
+    @property
+    def state_lock(self) -> Path:
+        return self.dir / ".cman.state.lock"
+
+    @property
+    def console(self) -> Path:
+        return self.dir / "console.log"
+
+    @property
+    def lxclog(self) -> Path:
+        return self.dir / "lxc.log"
+
+
+def tool(lxcpath: str, name: str, *args: str, timeout: float = 30, check: bool = True) -> _proc.Completed:
+    """Run ``lxc-NAME -P LXCPATH ARGS`` through the subprocess gateway."""
+    return _proc.run([name, "-P", lxcpath, *args], timeout=timeout, check=check, backend="lxc")
+
+
+def info(lxcpath: str, name: str) -> tuple[str | None, int | None]:
+    """(STATE, PID) read back from ``lxc-info``; (None, None) when the container is gone."""
+    if not Paths(lxcpath, name).config.exists():
+        return None, None
+    done = tool(lxcpath, "lxc-info", "-n", name, "-s", "-p", check=False, timeout=15)
+    if done.returncode != 0:
+        if not Paths(lxcpath, name).config.exists():
+            return None, None
+        raise _proc.ProcError(done.argv, done.returncode, done.stdout, done.stderr)
+    return parse_info(done.stdout)
+
+
+def first_error(paths: Paths, offset: int) -> str:
+    """The first ERROR that LXC logged after ``offset`` in lxc.log: the cause, not the echo."""
+    try:
+        with open(paths.lxclog, "rb") as fh:
+            fh.seek(offset)
+            text = fh.read(65536).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        if " ERROR " in line:
+            parts = line.split(" - ", 2)
+            return parts[2].strip() if len(parts) == 3 else line.strip()
+    return ""
+
+
+def config_values(config: Path, keys: frozenset[str] | tuple[str, ...]) -> list[tuple[str, str]]:
+    """The ``key = value`` lines of an LXC config whose key is one of ``keys``, in order;
+    [] when the file cannot be read."""
+    try:
+        text = config.read_text()
+    except OSError:
+        return []
+    out: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if sep and key in keys:
+            out.append((key, value))
+    return out
