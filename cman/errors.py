@@ -116,6 +116,16 @@ class NameInUse(Conflict):
 class InUse(Conflict):
     """An image or network is still used by containers."""
 
+    @classmethod
+    def image(cls, ref: str, users: list[str]) -> InUse:
+        return cls(f"image {ref} is in use by container(s) {', '.join(users)}",
+                   hint="remove them first (cman rm -f NAME), or use --force")
+
+    @classmethod
+    def network(cls, name: str, backend: str, users: list[str] | tuple[str, ...]) -> InUse:
+        return cls(f"network {name} is in use by container(s) {', '.join(users)}",
+                   hint=f"remove them first, or `cman network rm -f {backend}:{name}` to disconnect them")
+
 
 class EngineUnavailable(CmanError):
     """The engine is not installed, not running, or not reachable by this user."""

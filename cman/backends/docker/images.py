@@ -98,10 +98,7 @@ class DockerImages(DockerConnection):
         if not force:
             users = self._containers_using(image_id)
             if users:
-                raise InUse(
-                    f"image {ref} is in use by container(s) {', '.join(users)}",
-                    hint="remove them first, or use --force",
-                )
+                raise InUse.image(ref, users)
         self._call("DELETE", f"/images/{quote_ref(ref)}", params={"force": force}, image=ref, action="remove image")
 
     def _containers_using(self, image_id: str) -> list[str]:

@@ -98,10 +98,7 @@ class DockerNetworks(DockerConnection):
     def network_remove(self, name: str, *, force: bool = False) -> None:
         net = self.network_inspect(name)
         if net.containers and not force:
-            raise InUse(
-                f"network {name} is in use by container(s) {', '.join(net.containers)}",
-                hint=f"remove them first, or `cman network rm -f docker:{name}` to disconnect them",
-            )
+            raise InUse.network(name, "docker", net.containers)
         for container in net.containers:
             with contextlib.suppress(NetworkNotFound):
                 self._net_call("POST", f"/networks/{net.id}/disconnect", name=name, action="network disconnect",

@@ -162,8 +162,7 @@ class LxcImages(LxcConnection):
                 return
             users = self._image_users(str(meta["id"]))
             if users and not force:
-                raise InUse(f"image {ref} is in use by container(s) {', '.join(users)}",
-                            hint="remove them first (cman rm -f NAME), or use --force")
+                raise InUse.image(ref, users)
             self.store.delete(meta)
 
     def image_prune(self) -> PruneResult:

@@ -83,8 +83,7 @@ class LxcNetworks(LxcConnection):
             record = self.net_records.get(name)
             users = sorted(net.live_allocations(record, self._on_network(name)))
             if users and not force:
-                raise InUse(f"network {name} is in use by container(s) {', '.join(users)}",
-                            hint=f"remove them first, or `cman network rm -f lxc:{name}` to disconnect them")
+                raise InUse.network(name, "lxc", users)
             bridge = str(record.get("bridge") or "")
             for container in users:
                 self._detach(container, name, bridge)

@@ -173,10 +173,7 @@ class LxdImages(LxdConnection):
             if not force:
                 users = self._image_users(fingerprint)
                 if users:
-                    raise InUse(
-                        f"image {ref} is in use by container(s) {', '.join(users)}",
-                        hint="remove them first, or use --force",
-                    )
+                    raise InUse.image(ref, users)
             self._sync_or_wait(self.client.api.images[fingerprint].delete())
 
     def image_prune(self) -> PruneResult:

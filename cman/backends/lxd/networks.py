@@ -134,10 +134,7 @@ class LxdNetworks(LxdExec):
         raw = self._network_raw(name)
         net = _net.to_network(raw)
         if net.containers and not force:
-            raise InUse(
-                f"network {name} is in use by container(s) {', '.join(net.containers)}",
-                hint=f"remove them first, or `cman network rm -f lxd:{name}` to disconnect them",
-            )
+            raise InUse.network(name, "lxd", net.containers)
         profiles = _net.profile_users(raw)
         if profiles:
             raise InUse(f"network {name} is in use by LXD profile(s) {', '.join(profiles)}",
