@@ -42,7 +42,6 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, ClassVar, Protocol, cast
 
-from ._sys import tty
 from .errors import CmanError, EngineError, Interrupted
 from .models import LogChunk, State, StdIO
 
@@ -132,7 +131,9 @@ def launch(host: JobHost, ref: str, command: Sequence[str]) -> None:
 
 def run_foreground(host: JobHost, ref: str, command: Sequence[str], io: StdIO) -> int:
     """Run the job attached to the caller's streams; record its output and code; kill the container."""
-    out, err = tty.Tee(io.stdout, OUTPUT_LIMIT), tty.Tee(io.stderr, OUTPUT_LIMIT)
+    from ._sys.tty import Tee  # only for foreground sessions
+
+    out, err = Tee(io.stdout, OUTPUT_LIMIT), Tee(io.stderr, OUTPUT_LIMIT)
     teed = StdIO(io.stdin, cast(IO[bytes], out), cast(IO[bytes], err), io.tty)
     try:
         code = host.exec_attached(ref, command, teed)

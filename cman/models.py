@@ -17,6 +17,10 @@ MANAGED_LABEL = "cman.managed"
 """Label (Docker) / config key suffix (LXD: ``user.cman.managed``) marking cman's containers."""
 
 
+NO_NETWORK = "none"
+"""``--network none``: loopback only, on every backend; never the name of a network."""
+
+
 class State(StrEnum):
     """Normalised container state."""
 

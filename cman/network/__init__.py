@@ -15,25 +15,41 @@ The names most callers need are importable from here.
 
 from __future__ import annotations
 
-from .host import HostNet, HostRoute, host_lock, read_host, resolve
-from .spec import (
-    NAME_RE,
-    Network,
-    NetworkSpec,
-    NetworkSpecConflict,
-    check_container_ip,
-    check_dns_servers,
-    check_ifname,
-    check_network_name,
-    check_search_domains,
-    container_dns,
-    default_bridge_name,
-    parse_host_address,
-    parse_subnet,
-    render_resolv_conf,
-    spec_diff,
-    spec_from_labels,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .host import HostNet, HostRoute, host_lock, read_host, resolve
+    from .spec import (
+        NAME_RE,
+        Network,
+        NetworkSpec,
+        NetworkSpecConflict,
+        check_container_ip,
+        check_dns_servers,
+        check_ifname,
+        check_network_name,
+        check_search_domains,
+        container_dns,
+        default_bridge_name,
+        parse_host_address,
+        parse_subnet,
+        render_resolv_conf,
+        spec_diff,
+        spec_from_labels,
+    )
+
+_HOST = frozenset({"HostNet", "HostRoute", "host_lock", "read_host", "resolve"})
+
+
+def __getattr__(name: str) -> Any:
+    """Load a submodule only when one of its names is asked for: an engine that needs the
+    spec (``from cman.network.spec import ...``) does not pay for the host module."""
+    import importlib
+
+    if name not in __all__:
+        raise AttributeError(f"module 'cman.network' has no attribute {name!r}")
+    return getattr(importlib.import_module(".host" if name in _HOST else ".spec", __name__), name)
+
 
 __all__ = [
     "NAME_RE",

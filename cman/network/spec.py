@@ -30,7 +30,6 @@ Semantics (the same on every backend):
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,7 +38,7 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import Conflict, InvalidName, InvalidValue
-from ..models import _Jsonable
+from ..models import NO_NETWORK, _Jsonable
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAME_RULES = "network names are 1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit"
@@ -61,10 +60,6 @@ _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
 # -- validation of single values (shared with `cman run --ip/--dns/--dns-search`) -----------------
-
-
-NO_NETWORK = "none"
-"""``--network none``: loopback only, on every backend; never the name of a network."""
 
 
 def check_creatable_name(name: str) -> None:
@@ -178,6 +173,8 @@ def default_bridge_name(network: str) -> str:
     candidate = f"cm-{network}"
     if len(candidate) < IFNAMSIZ:
         return candidate
+    import hashlib  # only for long names: ~3 ms of start-up otherwise
+
     digest = hashlib.sha256(network.encode()).hexdigest()[:5]
     return f"cm-{network[:6]}-{digest}"
 

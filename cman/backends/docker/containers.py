@@ -12,11 +12,10 @@ import math
 import os
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..._sys import tty as _tty
 from ..._sys.files import atomic_write
 from ..._sys.retry import idempotent
 from ...errors import CmanError, Conflict, EngineError, ExitCode
@@ -213,12 +212,14 @@ class DockerContainers(DockerConnection):
             self.start(ref)
             stream_io = StdIO(io.stdin if want_stdin else None, io.stdout, io.stderr, tty)
             resize = self._resizer(f"/containers/{quote_ref(ref)}/resize") if tty else None
-            _tty.pump_socket(sock, stream_io, multiplexed=not tty, resize=resize)
+            from ..._sys.tty import pump_socket  # only for foreground sessions
+
+            pump_socket(sock, stream_io, multiplexed=not tty, resize=resize)
         finally:
             sock.close()
         return self.wait(ref)
 
-    def _resizer(self, path: str) -> _tty.ResizeFn:
+    def _resizer(self, path: str) -> Callable[[int, int], None]:
         def resize(rows: int, cols: int) -> None:
             with contextlib.suppress(ApiError, OSError):  # a lost resize must not end the session
                 self.api.call("POST", path, params={"h": rows, "w": cols}, timeout=5)
@@ -285,7 +286,9 @@ class DockerContainers(DockerConnection):
             sock = self.api.hijack(f"/exec/{exec_id}/start", body={"Detach": False, "Tty": io.tty})
         try:
             resize = self._resizer(f"/exec/{exec_id}/resize") if io.tty else None
-            _tty.pump_socket(sock, io, multiplexed=not io.tty, resize=resize)
+            from ..._sys.tty import pump_socket
+
+            pump_socket(sock, io, multiplexed=not io.tty, resize=resize)
         finally:
             sock.close()
         for _ in range(100):  # the exit code is set a moment after the stream closes

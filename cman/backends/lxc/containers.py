@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import secrets
+import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -47,7 +47,7 @@ class StartFailed(EngineError):
 
 class LxcContainers(LxcJobHost, LxcNetworks):
     def create(self, spec: ContainerSpec) -> Container:
-        name = spec.name if spec.name is not None else f"cman-{secrets.token_hex(4)}"
+        name = spec.name if spec.name is not None else f"cman-{os.urandom(4).hex()}"
         self.validate_name(name)
         joining = self._check_network_options(spec)
         check_config_value("image", spec.image)

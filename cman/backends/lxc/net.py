@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import re
-import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,7 +127,7 @@ def new_record(spec: NetworkSpec) -> dict[str, Any]:
     """The record of a freshly created network (a resolved spec)."""
     return {
         "managed": True,
-        "id": secrets.token_hex(32),
+        "id": os.urandom(32).hex(),
         "name": spec.name,
         "subnet": spec.subnet,
         "gateway": spec.gateway,
@@ -195,7 +195,7 @@ def new_hwaddr() -> str:
 
     Fixed at create, so a restarted container keeps it and its peers' ARP caches stay right.
     """
-    return "00:16:3e:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+    return "00:16:3e:" + ":".join(f"{b:02x}" for b in os.urandom(3))
 
 
 def veth_entries(network: str, bridge: str, address: str, prefixlen: int, gateway: str | None,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..._sys import files as _files
 from ..._sys.times import now_iso
 from ...errors import CmanError, Conflict, InUse, InvalidValue
-from ...network.spec import NO_NETWORK, check_creatable_name
+from ...models import NO_NETWORK
 from . import net
 from .config import config_entries, render_config, write_config
 from .connection import NAME_RE, LxcConnection
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 class LxcNetworks(LxcConnection):
     @classmethod
     def validate_network_spec(cls, spec: NetworkSpec) -> None:
+        from ...network.spec import check_creatable_name
+
         check_creatable_name(spec.name)
 
     def network_create(self, spec: NetworkSpec) -> Network:

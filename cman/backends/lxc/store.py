@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -191,7 +190,7 @@ class ImageStore:
     def new_workdir(self) -> Path:
         """A private directory inside the store (same filesystem: the final move is a rename)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        work = self.root / f".tmp-{secrets.token_hex(6)}"
+        work = self.root / f".tmp-{os.urandom(6).hex()}"
         work.mkdir(mode=0o700)
         return work
 
@@ -241,7 +240,7 @@ class ImageStore:
 
         config = [[k, check_config_value(k, v)] for k, v in lxc_config]
         created = now_iso()
-        image_hex = hashlib.sha256(f"{sha}\n{created}\n{secrets.token_hex(8)}".encode()).hexdigest()
+        image_hex = hashlib.sha256(f"{sha}\n{created}\n{os.urandom(8).hex()}".encode()).hexdigest()
         twin = next((m for m in self.all() if m.get("sha256") == sha and self.tarball_of(m).is_file()), None)
         if twin is not None:
             link = staged.with_name(".link")

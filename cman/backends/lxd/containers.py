@@ -39,8 +39,7 @@ from ... import jobs
 from ..._sys import unixhttp as _http
 from ..._sys.retry import idempotent
 from ...errors import Conflict, EngineUnavailable, NameInUse
-from ...models import Container, ContainerSpec, LogChunk, State, StdIO
-from ...network.spec import NO_NETWORK
+from ...models import NO_NETWORK, Container, ContainerSpec, LogChunk, State, StdIO
 from . import endpoint
 from . import net as _net
 from .connection import OperationFailed, _boundary, _is_transient, _translate, _unavailable

@@ -23,8 +23,7 @@ from urllib.parse import quote
 
 from ..._sys.retry import idempotent
 from ...errors import CmanError, EngineError, InUse, InvalidName, InvalidValue, NetworkNotFound
-from ...models import ContainerSpec
-from ...network.spec import NO_NETWORK, check_creatable_name
+from ...models import NO_NETWORK, ContainerSpec
 from ..base import Feature
 from . import net as _net
 from .connection import _boundary, _is_transient
@@ -41,6 +40,7 @@ class LxdNetworks(LxdExec):
     def validate_network_spec(cls, spec: NetworkSpec) -> None:
         """An LXD network is named like its bridge: the name must be an interface name."""
         from ...network import check_ifname
+        from ...network.spec import check_creatable_name
 
         check_creatable_name(spec.name)
         try:
