@@ -15,6 +15,11 @@ from typing import IO, Any, Literal
 
 MANAGED_LABEL = "cman.managed"
 """Label (Docker) / config key suffix (LXD: ``user.cman.managed``) marking cman's containers."""
+RUN_LABEL = "cman.run"
+"""Set by ``run`` on the container it creates: ``PID:STARTTIME`` of the cman process, so
+``cman system prune`` can tell a container whose ``run`` was killed before it started."""
+RESERVED_LABEL_PREFIXES = ("cman.", "user.cman.")
+"""cman's own label namespace (``user.cman.`` is how LXD spells it): refused in user labels."""
 
 
 NO_NETWORK = "none"
@@ -138,7 +143,10 @@ class ContainerSpec(_Jsonable):
     dns: tuple[str, ...] = ()
     dns_search: tuple[str, ...] = ()
     auto_remove: bool = False
-    """The engine deletes the container when it stops (``run -d --rm``)."""
+    """The engine deletes the container when it stops (``run --rm``), also when cman is gone."""
+    privileged: bool = False
+    """Run without the user-namespace/AppArmor/capability confinement the engine applies by
+    default (``--privileged``). Only when asked; cman says so on stderr."""
 
 
 @dataclass(frozen=True)

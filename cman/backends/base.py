@@ -110,6 +110,14 @@ class Backend(abc.ABC):
     def probe(cls) -> EngineStatus:
         """Is the engine installed, running and reachable? Never raises; says the fix."""
 
+    @classmethod  # noqa: B027 - optional hook
+    def validate_spec(cls, spec: ContainerSpec) -> None:
+        """Engine-specific rules on a container spec, checked before any engine call (exit 2).
+
+        Example: LXD turns environment values into LXC config lines, so it refuses newlines
+        in them; Docker passes them through its API and accepts them.
+        """
+
     @classmethod
     def reachable(cls) -> bool:
         """A cheap guess whether the engine answers (a socket connect, a PATH lookup), with no
@@ -146,6 +154,13 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Optional."""
+
+    def prune_leftovers(self, *, dry_run: bool = False) -> list[str]:
+        """Remove what a killed cman left half-made on this engine; one line per item, as
+        ``KIND NAME: why`` ("container web: created by a run that was killed before it
+        started"). With ``dry_run`` nothing is removed. Never touches what a user made or
+        what a live cman process is working on. Default: nothing to clean."""
+        return []
 
     # -- images -------------------------------------------------------------------
 

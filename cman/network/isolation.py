@@ -20,12 +20,48 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import CmanError, EngineError
 from .netfilter import link_exists, need_tool, run_tool
+
+HOOK_SCRIPT = """\
+#!/bin/sh
+# Written by cman: this container is on a no-ICC network. LXC (also under LXD, through
+# raw.lxc) runs this on the host
+# once the container's veth is on the bridge, before the container starts, with the
+# arguments NAME net up veth BRIDGE HOST_VETH. An isolated bridge port exchanges no
+# frames (not even ARP) with the other isolated ports; the gateway stays reachable.
+PATH=/usr/sbin:/sbin:/usr/bin:/bin
+if [ "$4" != veth ] || [ -z "$6" ]; then
+    echo "cman: unexpected hook arguments: $*" >&2
+    exit 1
+fi
+exec bridge link set dev "$6" isolated on
+"""
+_UNSAFE = re.compile(r"[^A-Za-z0-9_./+-]")
+
+
+def write_hook(path: Path) -> None:
+    """The no-ICC hook script at ``path`` (LXC refuses to start when a hook is missing)."""
+    from .._sys.files import atomic_write
+
+    atomic_write(path, HOOK_SCRIPT, mode=0o755)
+
+
+def hook_value(hook: Path) -> str:
+    """``lxc.net.N.script.up`` for the script at ``hook``.
+
+    LXC drops quotes around a config value and runs ``sh -c "exec VALUE ARGS..."``, so
+    quoting does not survive (seen on LXC 5.0): every character outside a safe set is
+    escaped with a backslash instead, which an LXC path with spaces needs.
+    """
+    return _UNSAFE.sub(r"\\\g<0>", str(hook))
+
 
 HINT = "cman needs root and iproute2's `bridge` and util-linux's `nsenter` for no-ICC networks"
 

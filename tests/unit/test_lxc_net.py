@@ -19,7 +19,7 @@ from cman.backends.lxc import LxcBackend, config, convert, tools
 from cman.backends.lxc import net as lxc_net
 from cman.errors import Conflict, EngineError, InvalidName, InvalidValue, NetworkNotFound
 from cman.models import ContainerSpec
-from cman.network import NetworkSpec
+from cman.network import NetworkSpec, isolation
 
 SPEC = NetworkSpec("cmantest-n", subnet="10.203.9.0/24", gateway="10.203.9.1", bridge="cm-cmantest-n",
                    dns=("192.0.2.53",), dns_search=("cman.test",), icc=False)
@@ -141,13 +141,13 @@ def test_hwaddr_is_unicast_in_lxcs_prefix() -> None:
 
 
 def test_hook_value_escapes_what_sh_would_interpret() -> None:
-    assert lxc_net.hook_value(Path("/var/lib/lxc/c1/hook")) == "/var/lib/lxc/c1/hook"
-    assert lxc_net.hook_value(Path("/x y/$(id);'\"`")) == "/x\\ y/\\$\\(id\\)\\;\\'\\\"\\`"
+    assert isolation.hook_value(Path("/var/lib/lxc/c1/hook")) == "/var/lib/lxc/c1/hook"
+    assert isolation.hook_value(Path("/x y/$(id);'\"`")) == "/x\\ y/\\$\\(id\\)\\;\\'\\\"\\`"
 
 
 def test_hook_script_isolates_the_port_it_is_given() -> None:
-    assert lxc_net.ISOLATE_HOOK.startswith("#!/bin/sh\n")
-    assert 'exec bridge link set dev "$6" isolated on' in lxc_net.ISOLATE_HOOK
+    assert isolation.HOOK_SCRIPT.startswith("#!/bin/sh\n")
+    assert 'exec bridge link set dev "$6" isolated on' in isolation.HOOK_SCRIPT
 
 
 def test_detach_config_keeps_everything_but_the_network() -> None:

@@ -18,7 +18,7 @@ Raw LXC has no network object, so cman keeps one per network of an LXC path:
   address cman allocated (:mod:`cman.network.alloc`): the first free host of the subnet
   that is not the gateway, or ``--ip`` once :func:`cman.network.check_container_ip` accepted it and no other
   container holds it.
-- **No ICC.** LXC runs :data:`ISOLATE_HOOK` (``lxc.net.0.script.up``) on the host once
+- **No ICC.** LXC runs :data:`cman.network.isolation.HOOK_SCRIPT` (``lxc.net.0.script.up``) on the host once
   the container's veth is on the bridge and before the container starts, so the port is
   isolated from the first frame, also when the container is started by hand
   with ``lxc-start``; cman then checks it with :func:`cman.network.isolation.enforce`
@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from ..._sys import files as _files
 from ..._sys.times import now_iso
 from ...errors import EngineError, InvalidName, NetworkNotFound
+from ...network import isolation
 
 if TYPE_CHECKING:
     from ...models import ContainerSpec
@@ -52,21 +52,7 @@ RECORDS_DIR = ".cman-networks"
 """Inside the LXC path; dot-named, so neither cman nor lxc-ls takes it for a container."""
 HOOK_NAME = "cman-isolate-port"
 """The no-ICC hook script, in the container's directory."""
-_UNSAFE = re.compile(r"[^A-Za-z0-9_./+-]")
 
-ISOLATE_HOOK = """\
-#!/bin/sh
-# Written by cman: this container is on a no-ICC network. LXC runs this on the host
-# once the container's veth is on the bridge, before the container starts, with the
-# arguments NAME net up veth BRIDGE HOST_VETH. An isolated bridge port exchanges no
-# frames (not even ARP) with the other isolated ports; the gateway stays reachable.
-PATH=/usr/sbin:/sbin:/usr/bin:/bin
-if [ "$4" != veth ] || [ -z "$6" ]; then
-    echo "cman: unexpected hook arguments: $*" >&2
-    exit 1
-fi
-exec bridge link set dev "$6" isolated on
-"""
 
 
 # -- records ----------------------------------------------------------------------------------
@@ -180,16 +166,6 @@ def release(record: dict[str, Any], container: str, alive: Callable[[str], bool]
 # -- container config --------------------------------------------------------------------------
 
 
-def hook_value(hook: Path) -> str:
-    """``lxc.net.0.script.up`` for the script at ``hook``.
-
-    LXC drops quotes around a config value and runs ``sh -c "exec VALUE ARGS..."``, so
-    quoting does not survive (seen on LXC 5.0): every character outside a safe set is
-    escaped with a backslash instead, which an LXC path with spaces needs.
-    """
-    return _UNSAFE.sub(r"\\\g<0>", str(hook))
-
-
 def new_hwaddr() -> str:
     """A MAC address for a container's eth0 in the prefix LXC's templates use (00:16:3e).
 
@@ -215,7 +191,7 @@ def veth_entries(network: str, bridge: str, address: str, prefixlen: int, gatewa
         entries.append(("lxc.net.0.ipv4.gateway", gateway))
     if hook is not None:
         entries += [f"no ICC on {network}: isolate the bridge port before the container starts",
-                    ("lxc.net.0.script.up", hook_value(hook))]
+                    ("lxc.net.0.script.up", isolation.hook_value(hook))]
     return entries
 
 
@@ -241,11 +217,6 @@ def detach_config(text: str) -> str:
     if not placed:
         out.append("lxc.net.0.type = empty")
     return "\n".join(out) + "\n"
-
-
-def write_hook(path: Path) -> None:
-    """The no-ICC hook script at ``path`` (LXC refuses to start when it is missing)."""
-    _files.atomic_write(path, ISOLATE_HOOK, mode=0o755)
 
 
 # -- resolv.conf ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from ..._sys import files as _files
 from ..._sys.times import now_iso
 from ...errors import CmanError, Conflict, InUse, InvalidValue
 from ...models import NO_NETWORK
+from ...network import isolation
 from . import net
 from .config import config_entries, render_config, write_config
 from .connection import NAME_RE, LxcConnection
@@ -153,7 +154,7 @@ class LxcNetworks(LxcConnection):
             address = net.allocate(record, paths.name, spec.ip, self._on_network(network))
             config = render_config(config_entries(paths, spec, image, limits, network_now, address))
             if not network_now.icc:
-                net.write_hook(paths.dir / net.HOOK_NAME)
+                isolation.write_hook(paths.dir / net.HOOK_NAME)
             net.write_dns(paths.rootfs, network_now, spec)
             meta = self._meta(paths)
             meta.update(network=network, ip=address)
@@ -194,7 +195,7 @@ class LxcNetworks(LxcConnection):
                     netfilter.ensure_bridge_rules(network.name, network.bridge, icc=network.icc)
         hook = paths.dir / net.HOOK_NAME
         if not network.icc and not hook.exists():  # LXC refuses to start without it
-            net.write_hook(hook)
+            isolation.write_hook(hook)
         return network
 
     def _isolate(self, paths: Paths, pid: int, network: Network) -> None:
