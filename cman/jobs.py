@@ -26,10 +26,53 @@ Why this design rather than a supervisor process on the host:
 - it needs only ``/bin/sh`` in the image (busybox and Debian both have it);
   ``poweroff`` and ``kill -HALT 1`` are both ways the engine itself stops init.
 
-A foreground job (``run IMAGE CMD`` without ``-d``) runs through the engine's
-attached exec with the caller's streams (a pty with ``-t``); what it printed (the
-last MiB of each stream) and its exit code are then written to the same files, and
-the container is killed, as Docker's PID-1 exit kills the rest of a container.
+**A foreground job** (``run IMAGE CMD`` without ``-d``) runs through the engine's
+attached exec with the caller's streams (a pty with ``-t``), under a second constant
+script, :data:`FOREGROUND_WRAPPER`, so that it ends its container also when cman is
+SIGKILLed (``--rm`` then holds: the engine removes an ephemeral container once it
+stops)::
+
+    /bin/sh -c FOREGROUND_WRAPPER cman-job HALT_SIGNAL CMD...
+    W:  { (CMD) 1>&3; echo $?; } | { read rc; echo $rc >job.rc; (halt init once W is gone) & exit $rc; }
+           L: CMD's parent          R: the recorder
+
+- CMD runs as a *synchronous* command (in a subshell of L, so that a builtin such as
+  ``exit 3`` or ``exec prog`` ends CMD, not L), so it is in the terminal's foreground
+  process group, reads the terminal, and gets Ctrl-C, Ctrl-Z and hang-ups from the
+  terminal as any foreground job does; its stdout is the real one (fd 3).
+- L and R are separate processes that survive the death of W, the process the engine
+  exec'd: LXD SIGKILLs that process when the client's websocket drops (seen with LXD
+  5.0.2: ``kill -9`` of the client), and lxc-attach outlives a killed cman. When CMD ends,
+  L hands its status to R, R writes ``job.rc`` and exits with it, W exits with R's status,
+  so a live cman gets CMD's exact code (126/127 from the shell, 128+N for signal N).
+- Then init is asked to halt, ``kill -HALT_SIGNAL 1`` (a builtin), from a background
+  subshell that first waits for W to be gone (a loop on the builtin ``kill -0``, which
+  lasts until the engine has reaped W: an instant, since W exits right after R), so the
+  engine has reported the code before init's shutdown can touch any process. That
+  subshell ignores SIGHUP (a pty's hang-up when W, its session leader, exits) and keeps
+  none of the session's descriptors open (fd 3 is closed with ``exec``, not with a
+  redirection on a compound command, which a shell may keep a saved copy of), so the
+  engine sees the job's output end when W ends. A live cman does not wait for that halt: it
+  kills the container at once and then records what it saw.
+- L, R and W trap HUP, INT and TERM, so they outlive a hang-up or a Ctrl-C that ends
+  CMD and still record its code; CMD itself starts with the default dispositions (a
+  caught signal is reset on exec).
+
+What it does not do: forward to CMD a signal sent to W alone (LXD's exec "signal"
+message). A POSIX shell runs a trap only after the foreground command it waits for
+has ended, and the only way to stay responsive, an asynchronous command, starts CMD
+with SIGINT and SIGQUIT ignored (POSIX, job control being off without a terminal), which
+would break Ctrl-C in ``-it`` sessions for good. Nothing cman relies on is lost: when
+cman is interrupted it stops waiting and kills the container itself.
+With cman SIGKILLed the job runs on to its end, as a Docker container does after its
+client was killed, and then the container stops; with ``-t`` the engine's closing of the
+pty hangs CMD up, as closing a terminal does.
+
+The output a foreground job printed (the last MiB of each stream) and its exit code are
+written to the same files as a detached job's by cman, after the container was killed
+(files of a stopped container can still be written; an ephemeral one is gone and needs
+none).
+
 ``start`` and ``restart`` boot the container and launch the job again; the output
 files accumulate, as ``docker logs`` does over restarts.
 """
@@ -66,6 +109,16 @@ WRAPPER = (
     'poweroff -f 2>/dev/null || kill -"$halt" 1'
 )
 """The detached job's supervisor: a constant; CMD arrives as "$@" after the halt signal's number."""
+
+FOREGROUND_WRAPPER = (
+    'h=$1; shift; d=' + JOB_DIR + '; : >"$d/job.rc" 2>/dev/null; trap : HUP INT TERM; exec 3>&1; '
+    '{ trap : HUP INT TERM; ("$@") 1>&3 3>&-; echo "$?"; } | '
+    '{ exec 3>&-; trap "" HUP INT TERM; r=; read -r r; [ -n "$r" ] && echo "$r" >"$d/job.rc" 2>/dev/null; '
+    '(exec >/dev/null 2>&1; trap "" HUP; while kill -0 "$$" 2>/dev/null; do :; done; kill -"$h" 1) & '
+    'exit "${r:-' + str(KILLED_EXIT) + '}"; }'
+)
+"""The foreground job's wrapper (see the module's docstring): a constant; CMD arrives as "$@"
+after the halt signal's number. Uses only sh builtins."""
 
 
 class JobHost(Protocol):
@@ -119,6 +172,12 @@ def wrapper_argv(halt: int, command: Sequence[str]) -> list[str]:
     return ["/bin/sh", "-c", WRAPPER, JOB_ARGV0, str(int(halt)), *command]
 
 
+def foreground_argv(halt: int, command: Sequence[str]) -> list[str]:
+    if not command:
+        raise ValueError("a job needs a command")
+    return ["/bin/sh", "-c", FOREGROUND_WRAPPER, JOB_ARGV0, str(int(halt)), *command]
+
+
 def launch(host: JobHost, ref: str, command: Sequence[str]) -> None:
     """Start the job detached in a running container (``run -d``, ``start``, ``restart``).
 
@@ -130,23 +189,28 @@ def launch(host: JobHost, ref: str, command: Sequence[str]) -> None:
 
 
 def run_foreground(host: JobHost, ref: str, command: Sequence[str], io: StdIO) -> int:
-    """Run the job attached to the caller's streams; record its output and code; kill the container."""
+    """Run the job attached to the caller's streams under :data:`FOREGROUND_WRAPPER`; kill
+    the container; record the job's output and code."""
     from ._sys.tty import Tee  # only for foreground sessions
 
     out, err = Tee(io.stdout, OUTPUT_LIMIT), Tee(io.stderr, OUTPUT_LIMIT)
     teed = StdIO(io.stdin, cast(IO[bytes], out), cast(IO[bytes], err), io.tty)
+    with contextlib.suppress(CmanError):  # "no code yet", and the folder the wrapper writes into
+        host.write_file(ref, JOB_RC, b"")
     try:
-        code = host.exec_attached(ref, command, teed)
+        code = host.exec_attached(ref, foreground_argv(host.halt_signal(ref), command), teed)
     except Interrupted:
         # The job got the signal; cman stops waiting for it, so the container goes down
         # too rather than run on unattended. --rm then removes it (lifecycle).
         with contextlib.suppress(CmanError):
             host.kill(ref)
         raise
-    with contextlib.suppress(CmanError):
-        record(host, ref, code, bytes(out.data), bytes(err.data))
+    # The wrapper has asked init to halt; kill now rather than wait for init's shutdown,
+    # then record (files of a stopped container can be written; an ephemeral one is gone).
     with contextlib.suppress(CmanError):
         host.kill(ref)
+    with contextlib.suppress(CmanError):
+        record(host, ref, code, bytes(out.data), bytes(err.data))
     return code
 
 

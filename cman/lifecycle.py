@@ -1,9 +1,23 @@
-"""Verbs made of several backend calls: ``run``, ``ensure_image``, ``create_network``, ``remove_network``.
+"""Verbs made of several backend calls: ``run``, ``create``, ``ensure_image``, ``create_network``,
+``remove_network``.
 
-This is where "nothing is lost or leaked" is kept: a run whose start fails
-removes the container it made, and ``remove=True`` (``--rm``) removes it also
-when the command fails or cman gets SIGINT, SIGTERM or SIGHUP. Cleanup runs with
-those signals blocked, so a second Ctrl-C cannot cut it short.
+This is where "nothing is lost or leaked" is kept:
+
+- a run whose start fails removes the container it made;
+- ``remove=True`` (``--rm``) asks the *engine* to remove the container when it stops
+  (``auto_remove``: Docker's AutoRemove, LXD's ephemeral, LXC's ``lxc.ephemeral``), so the
+  promise holds even when cman is SIGKILLed; cman also removes it itself after the command
+  ends, fails, or cman gets SIGINT, SIGTERM or SIGHUP, and a container the engine already
+  removed counts as removed. A removal that fails is reported (:attr:`RunOutcome.warnings`,
+  or a note on the exception), never swallowed;
+- those signals are held (blocked) from just before ``create`` until the cleanup is armed,
+  so an interrupt cannot fall between ``create`` returning and the ``try`` that removes the
+  container: it is delivered inside the ``try``, and the container goes;
+- every container ``run`` makes carries :data:`~cman.models.RUN_LABEL` (``PID:STARTTIME``
+  of this process), so ``cman system prune`` can tell one whose run was SIGKILLed before it
+  started from one a live run is still starting.
+
+Cleanup runs with the signals blocked, so a second Ctrl-C cannot cut it short.
 """
 
 from __future__ import annotations
@@ -12,13 +26,15 @@ import contextlib
 import dataclasses
 import signal
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ._sys.proc import mark
 from .backends.base import Backend, Feature
-from .errors import CmanError, Conflict, ImageNotFound, Interrupted, NetworkNotFound
-from .models import Container, ContainerSpec, PullProgress, State, StdIO
+from .errors import CmanError, Conflict, ContainerNotFound, ImageNotFound, Interrupted, NetworkNotFound
+from .models import RUN_LABEL, Container, ContainerSpec, PullProgress, State, StdIO
 from .network.host import host_conflicts, host_lock, overlap_error, read_host, resolve
 from .network.spec import Network, NetworkSpec, NetworkSpecConflict, spec_diff
+from .validate import check_user_labels
 
 ProgressFn = Callable[[PullProgress], None]
 _CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -30,6 +46,9 @@ class RunOutcome:
     exit_code: int | None
     """None for a detached run."""
     removed: bool
+    warnings: tuple[str, ...] = field(default=())
+    """What went wrong without changing the outcome (a ``--rm`` removal that failed):
+    one line each, for the caller to show (the CLI prints them on stderr)."""
 
 
 def ensure_image(backend: Backend, ref: str, on_progress: ProgressFn | None = None) -> None:
@@ -44,16 +63,46 @@ def ensure_image(backend: Backend, ref: str, on_progress: ProgressFn | None = No
             on_progress(event)
 
 
+def check_spec(backend: Backend, spec: ContainerSpec) -> None:
+    """Every rule on a spec that needs no engine call: user labels outside cman's namespace,
+    the engine's name rules and its own spec rules (:meth:`Backend.validate_spec`)."""
+    check_user_labels(spec.labels)
+    if spec.name is not None:
+        backend.validate_name(spec.name)
+    type(backend).validate_spec(spec)
+
+
+def create(backend: Backend, spec: ContainerSpec, *, on_progress: ProgressFn | None = None) -> Container:
+    """``cman create``: check the spec, pull if needed, create (not start) the container."""
+    check_spec(backend, spec)
+    ensure_image(backend, spec.image, on_progress)
+    return backend.create(spec)
+
+
+class _Hold:
+    """Signals held in the main thread (see :func:`signals_blocked`)."""
+
+    depth = 0
+    noted: list[int] = []
+
+
 def _raise_interrupted(signum: int, _frame: object) -> None:
+    if _Hold.depth:
+        _Hold.noted.append(signum)  # held: raised when the hold ends
+        return
     raise Interrupted(signal.Signals(signum).name)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
     """Turn SIGINT/SIGTERM/SIGHUP into :class:`Interrupted` so ``finally`` blocks run."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
+    if not _main_thread():
         yield
         return
     previous = {s: signal.signal(s, _raise_interrupted) for s in _CAUGHT}
@@ -66,20 +115,44 @@ def interruptible() -> Iterator[None]:
 
 @contextlib.contextmanager
 def signals_blocked() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP for the block; one that arrived meanwhile is raised as
+    :class:`Interrupted` when the block ends without an error of its own.
+
+    Two holds, because one is not enough: the signal mask keeps the signals from this
+    thread and from the subprocesses the block starts (they inherit it), and the handler
+    of :func:`interruptible` only takes note while a hold lasts, since a signal that
+    another thread of the process receives still runs the Python handler in the main
+    thread, at its next instruction. Nothing is swapped or restored piecemeal on the way
+    out, so a signal cannot cut the way out short either.
+    """
+    main = _main_thread()
+    if main:
+        if not _Hold.depth:
+            _Hold.noted = []  # a note left by a signal that was raised at once is stale
+        _Hold.depth += 1
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _CAUGHT)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)  # one pending is handled now: noted
+        if main:
+            _Hold.depth -= 1
+    if main and not _Hold.depth and _Hold.noted:
+        signum, _Hold.noted = _Hold.noted[0], []
+        raise Interrupted(signal.Signals(signum).name)
 
 
-def _discard(backend: Backend, ref: str) -> bool:
+def _discard(backend: Backend, ref: str) -> str | None:
+    """Remove the container; None when it is gone (also when the engine removed it first),
+    else a one-line warning that says what is left and how to remove it."""
     with signals_blocked():
         try:
             backend.remove(ref, force=True)
-        except CmanError:
-            return False
-        return True
+        except ContainerNotFound:
+            return None
+        except CmanError as err:
+            return f"could not remove container {ref} on {backend.name}: {err} (remove it with `cman rm -f {backend.name}:{ref}`)"
+        return None
 
 
 def run(
@@ -91,27 +164,40 @@ def run(
     detach: bool = False,
     on_progress: ProgressFn | None = None,
 ) -> RunOutcome:
-    """Create and start a container; in the foreground, return its command's exit code."""
+    """Create and start a container; in the foreground, return its command's exit code.
+
+    Raises before any engine call when the spec breaks a rule (:func:`check_spec`). A
+    cleanup that fails while an error propagates is added to that error as a note
+    (``BaseException.add_note``), which the CLI prints as a warning.
+    """
+    check_spec(backend, spec)
     ensure_image(backend, spec.image, on_progress)
-    if detach and remove:
-        spec = dataclasses.replace(spec, auto_remove=True)
+    labels = {**spec.labels, RUN_LABEL: mark()}
+    spec = dataclasses.replace(spec, labels=labels, auto_remove=spec.auto_remove or remove)
     with interruptible():
-        container = backend.create(spec)
-        ref = container.id or container.name
+        container: Container | None = None
         finished = False
+        ref = ""
         try:
+            with signals_blocked():  # held until the container is ours to remove, then raised here
+                container = backend.create(spec)
+                ref = container.id or container.name
             if detach:
                 backend.start(ref)
                 finished = True
                 return RunOutcome(backend.inspect(ref), None, False)
             code = backend.start_attached(ref, io)
             finished = True
-            return RunOutcome(container, code, remove and _discard(backend, ref))
-        finally:
+            problem = _discard(backend, ref) if remove else None
+            return RunOutcome(container, code, remove and problem is None, () if problem is None else (problem,))
+        except BaseException as err:
             # Start failed or we were interrupted: never leave a half-made container,
             # and keep --rm's promise.
-            if not finished and (remove or not _ever_started(backend, ref)):
-                _discard(backend, ref)
+            if container is not None and not finished and (remove or not _ever_started(backend, ref)):
+                problem = _discard(backend, ref)
+                if problem is not None:
+                    err.add_note(problem)
+            raise
 
 
 def _ever_started(backend: Backend, ref: str) -> bool:

@@ -2,24 +2,28 @@
 
 Everything here runs before any engine call, raises a UsageError subclass that
 names the field, and has unit tests (tests/unit/test_validate.py).
+
+Patterns are always applied with ``fullmatch``: ``re.match`` with a ``$`` anchor accepts
+a trailing newline (``$`` matches before a final ``\n``), so ``FOO\n=x`` would pass.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from .errors import InvalidName, InvalidValue
+from .models import RESERVED_LABEL_PREFIXES
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?$", re.IGNORECASE)
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]*$")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]*")
 
 
 def parse_size(text: str, field: str = "--memory") -> int:
     """Docker's size syntax: 512m, 1g, 1.5G, 1048576 (bytes); binary units."""
-    m = _SIZE.match(text.strip())
+    m = _SIZE.fullmatch(text.strip())
     if not m:
         raise InvalidValue(field, text, "use a number with an optional unit b, k, m, g or t (e.g. 512m)")
     value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
@@ -56,7 +60,7 @@ def parse_kv(pairs: Iterable[str], field: str, *, key_re: re.Pattern[str] = _ENV
         key, sep, value = pair.partition("=")
         if not sep:
             raise InvalidValue(field, pair, "expected KEY=VALUE")
-        if not key_re.match(key):
+        if not key_re.fullmatch(key):
             raise InvalidValue(field, pair, f"bad key {key!r}")
         if any(c in value for c in "\0"):
             raise InvalidValue(field, pair, "value must not contain NUL bytes")
@@ -70,10 +74,26 @@ def parse_env(pairs: Iterable[str]) -> dict[str, str]:
 
 def parse_labels(pairs: Iterable[str]) -> dict[str, str]:
     labels = parse_kv(pairs, "--label", key_re=_LABEL_KEY)
-    for key, value in labels.items():
-        if "\n" in value:
-            raise InvalidValue("--label", f"{key}={value}", "value must not contain newlines")
+    check_user_labels(labels)
     return labels
+
+
+def check_user_labels(labels: Mapping[str, str]) -> None:
+    """A user's labels: a valid key, no newline in the value, and nothing in cman's namespace.
+
+    ``cman.*`` (``user.cman.*`` as LXD spells it) are cman's own keys (``cman.managed``,
+    ``cman.run``, ...): a user label there could make cman misjudge a container. Compared
+    without case, so ``CMAN.managed`` is refused too.
+    """
+    for key, value in labels.items():
+        pair = f"{key}={value}"
+        if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key):
+            raise InvalidValue("--label", pair, f"bad key {key!r}")
+        if key.lower().startswith(RESERVED_LABEL_PREFIXES):
+            raise InvalidValue("--label", pair, f"the {' and '.join(RESERVED_LABEL_PREFIXES)} namespaces are cman's own;"
+                               " choose another key")
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise InvalidValue("--label", pair, "value must not contain newlines or NUL bytes")
 
 
 def split_ref(ref: str, backends: Iterable[str]) -> tuple[str | None, str]:

@@ -5,6 +5,12 @@
   into a failure: in CI every engine is installed, so a skip would hide a break.
 - Every resource a test makes is named with a per-run prefix and removed in
   teardown, also when the test fails.
+
+Every skip of an engine test goes through this file: :func:`unavailable` (the one
+engines-required rule), :func:`require_root` (root is part of what CI provides, so it
+follows the same rule), :func:`not_selected` (an engine left out of CMAN_TEST_ENGINES on
+purpose) and :func:`lacks` (a feature the backend declares it does not have, checked to
+be refused). A test never calls ``pytest.skip`` itself.
 """
 
 from __future__ import annotations
@@ -18,19 +24,39 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 import cman
-from cman.backends.base import Backend
-from cman.errors import CmanError
+from cman.backends.base import Backend, Feature
+from cman.errors import CmanError, Unsupported
 
 ALL_ENGINES = ("docker", "lxd", "lxc")
 ROOTFS = Path(os.environ.get("CMAN_TEST_ROOTFS", "/var/lib/cman/images/busybox-rootfs.tar.gz"))
 REGISTRY = "127.0.0.1:5000"
 REGISTRY_IMAGE = f"{REGISTRY}/cman/busybox:latest"
-PREFIX = f"cmantest-{secrets.token_hex(3)}"
+RUN_ID = secrets.token_hex(3)
+PREFIX = f"cmantest-{RUN_ID}"
+NET_PREFIX = f"cmt{RUN_ID}"
+"""For names that must fit a bridge (LXD networks are their bridge: at most 15 characters)."""
+
+
+def variant_rootfs(dest: Path, tag: str) -> Path:
+    """A copy of the test rootfs with one more file: another image (another ID, another
+    fingerprint) whose containers behave the same."""
+    import io
+    import tarfile
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(ROOTFS, "r:*") as src, tarfile.open(dest, "w:gz") as out:
+        for member in src:
+            out.addfile(member, src.extractfile(member) if member.isfile() else None)
+        data = f"{tag}\n".encode()
+        info = tarfile.TarInfo("etc/cman-variant")
+        info.size, info.mode = len(data), 0o644
+        out.addfile(info, io.BytesIO(data))
+    return dest
 
 
 def selected_engines() -> list[str]:
@@ -42,11 +68,33 @@ def engines_required() -> bool:
     return os.environ.get("CMAN_REQUIRE_ENGINES") == "1"
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
     """Fail in CI (engines must be up there), skip elsewhere."""
     if engines_required():
         pytest.fail(f"engine required but unavailable: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def require_root(what: str) -> None:
+    """Root is part of what CI provides (bridges, iptables, cgroups): the same rule as an engine."""
+    if os.geteuid() != 0:
+        unavailable(f"{what} needs root")
+
+
+def not_selected(name: str) -> None:
+    """Skip a test of one engine when CMAN_TEST_ENGINES leaves that engine out on purpose."""
+    if name not in selected_engines():
+        pytest.skip(f"{name} is not in CMAN_TEST_ENGINES")
+
+
+def lacks(backend: Backend, feature: Feature) -> None:
+    """Skip when the backend declares it lacks ``feature``, after checking that it refuses it
+    (exit 6), so a declared gap is tested rather than silently passed over."""
+    if feature in backend.features():
+        return
+    with pytest.raises(Unsupported):
+        backend.require(feature)
+    pytest.skip(f"{backend.name} declares no {feature}")
 
 
 def cli(*args: str, backend: str | None = None, input: str | bytes | None = None,  # noqa: A002

@@ -1,7 +1,9 @@
 """Files that other processes read while we write them, and locks between cman processes.
 
 - :func:`atomic_write`: a reader sees the old content or the new, never half of it
-  (temporary file in the same folder, fsync, rename, fsync of the folder).
+  (temporary file in the same folder, fsync, rename, fsync of the folder). The temporary
+  file is ``.NAME.cman-PID.tmp`` (:func:`temp_name`): one that a killed process left is
+  told by its PID (:func:`temp_owner`) and removed by ``cman system prune``.
 - :func:`read_json` / :func:`write_json` / :func:`update_json`: small JSON records.
 - :func:`locked`: an exclusive ``flock``. flock locks belong to the open file, so a
   killed process never leaves a stale lock behind; waiting polls, so the wait has a
@@ -19,6 +21,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +31,18 @@ from ..errors import EngineTimeout
 
 LOCK_TIMEOUT = 300.0
 """Seconds to wait for another cman process to release a lock."""
+_TEMP = re.compile(r"\.(.+)\.cman-([1-9][0-9]{0,9})\.tmp")
+
+
+def temp_name(name: str, pid: int | None = None) -> str:
+    """The temporary name under which ``name`` is written before its rename: ``.NAME.cman-PID.tmp``."""
+    return f".{name}.cman-{os.getpid() if pid is None else pid}.tmp"
+
+
+def temp_owner(name: str) -> int | None:
+    """The PID in a :func:`temp_name`, or None when ``name`` is not one."""
+    m = _TEMP.fullmatch(name)
+    return int(m.group(2)) if m else None
 
 
 def atomic_write(path: Path, data: bytes | str, *, mode: int | None = None, fsync: bool = True) -> None:
@@ -43,7 +58,7 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int | None = None, fsyn
         except FileNotFoundError:
             mode = 0o644
     payload = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.cman-{os.getpid()}.tmp")
+    tmp = path.with_name(temp_name(path.name))
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
         with os.fdopen(fd, "wb") as fh:
@@ -207,7 +222,7 @@ def write_beneath(root: Path, relpath: str, data: bytes, *, mode: int = 0o644, a
                     os.fchown(fh.fileno(), *owner)
                 fh.write(data)
             return
-        tmp = f".{leaf}.cman-{os.getpid()}.tmp"
+        tmp = temp_name(leaf)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dirfd)
         try:
             with os.fdopen(fd, "wb") as fh:

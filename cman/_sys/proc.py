@@ -1,13 +1,18 @@
-"""The one subprocess gateway: argv lists only, a timeout on every call.
+"""The one subprocess gateway: argv lists only, a timeout on every call; and process identity.
 
 Errors keep argv, exit code and stderr. Callers classify failures by exit code
 and by querying state afterwards (``lxc-info``), not by parsing English stderr;
 the few stderr patterns that are unavoidable live in one table in the caller.
+
+A process is named by ``PID:STARTTIME`` (:func:`mark`), never by a PID alone: PIDs are
+reused, and a new process under an old PID would make a dead cman's leftovers look busy.
+:func:`process_alive` is the one check (``cman system prune``, the ``cman.run`` label).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -98,3 +103,56 @@ def _missing(argv: Sequence[str], backend: str, fix: str | None) -> EngineUnavai
     program = argv[0]
     package = _PACKAGES.get(os.path.basename(program), "lxc" if program.startswith("lxc-") else program)
     return EngineUnavailable(backend, f"{program} is not installed", fix or f"install it: apt-get install {package}")
+
+
+# -- process identity ---------------------------------------------------------------------------
+
+_MARK = re.compile(r"([1-9][0-9]{0,9}):([0-9]{1,20})")
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of ``/proc/PID/stat`` (start time in clock ticks since boot); None when there
+    is no such process.
+
+    The second field (the command name) is in parentheses and may itself hold spaces and
+    ')', so fields are counted from the last ')'.
+    """
+    if pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])  # fields[0] is field 3, so field 22 is fields[19]
+    except (IndexError, ValueError):
+        return None
+
+
+def process_alive(pid: int, starttime: int) -> bool:
+    """Is process ``pid`` alive and the same one that started at ``starttime``?
+
+    A zombie counts as alive until it is reaped (its leftovers wait for the next look).
+    """
+    return start_time(pid) == starttime
+
+
+def mark(pid: int | None = None) -> str:
+    """``PID:STARTTIME`` of this process (or of ``pid``): what ``models.RUN_LABEL`` holds."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}:{start_time(pid) or 0}"
+
+
+def parse_mark(text: str) -> tuple[int, int] | None:
+    """(PID, STARTTIME) of a ``PID:STARTTIME`` mark; None when ``text`` is not one."""
+    m = _MARK.fullmatch(text.strip())
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def mark_alive(text: str) -> bool | None:
+    """Does the process a mark names still run? None when ``text`` is not a mark (unknown:
+    not cman's to judge)."""
+    parsed = parse_mark(text)
+    return None if parsed is None else process_alive(*parsed)

@@ -13,9 +13,13 @@ carrier, so each engine supplies small adapters and :func:`pump` runs the loop:
   Ctrl-D).
 
 Window changes arrive as SIGWINCH. The signal handler does nothing itself: the
-signal wakes the pump's ``select`` through :func:`signal.set_wakeup_fd`, and the
-pump, the one writer of the session, sends the new size. So no frame is ever
-written from inside a signal handler, between two halves of another write.
+signal wakes the pump's wait through :func:`signal.set_wakeup_fd`, and the pump,
+the one writer of the session, sends the new size. So no frame is ever written from
+inside a signal handler, between two halves of another write.
+
+The pump waits with :mod:`selectors` (epoll on Linux), not ``select.select``, which
+refuses descriptors above FD_SETSIZE (1024): a library process with many open files
+would fail on its first foreground session.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import select
+import selectors
 import signal
 import socket
 import struct
@@ -199,6 +203,46 @@ def _drain_winch(fd: int) -> bool:
     return seen
 
 
+class _Watch:
+    """The descriptors the pump waits on, kept registered in one selector between waits.
+
+    epoll refuses what cannot be polled (a regular file or /dev/null as stdin: EPERM);
+    ``select`` called those always readable, and so does this.
+    """
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.registered: set[int] = set()
+        self.always: set[int] = set()
+
+    def wait(self, fds: Sequence[int], timeout: float | None) -> set[int]:
+        """The readable ones among ``fds`` (empty on timeout)."""
+        wanted = set(fds)
+        for fd in self.registered - wanted:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.selector.unregister(fd)
+        self.registered &= wanted
+        self.always &= wanted
+        for fd in wanted - self.registered - self.always:
+            try:
+                self.selector.register(fd, selectors.EVENT_READ)
+                self.registered.add(fd)
+            except PermissionError:
+                self.always.add(fd)
+        ready = set(self.always)
+        try:
+            events = self.selector.select(0 if ready else timeout)
+        except InterruptedError:
+            events = []
+        return ready | {key.fd for key, _ in events}
+
+    def __enter__(self) -> _Watch:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.selector.close()
+
+
 def pump(
     streams: Streams,
     channels: Sequence[Channel],
@@ -234,7 +278,7 @@ def pump(
     produced = 0
     outputs = {STDOUT: streams.stdout, STDERR: streams.stderr}
     term = terminal_fd(streams)
-    with _winch_wakeups(resize) as winch:
+    with _winch_wakeups(resize) as winch, _Watch() as watch:
         if resize is not None:
             size = window_size(term)
             if size:
@@ -257,10 +301,7 @@ def pump(
                     fds.append(winch)
                 waiting = idle is not None or (input_ready is not None and (preload is not None or stdin_open))
                 timeout = poll if poll is not None and waiting else None
-                try:
-                    readable, _, _ = select.select(fds, [], [], timeout)
-                except InterruptedError:
-                    continue
+                readable = watch.wait(fds, timeout)
                 if not readable:
                     if idle is not None and not idle():
                         break

@@ -9,6 +9,11 @@ chunked encoding to undo), or HTTP/1.1 with ``Upgrade: tcp`` for the hijacked
 streams of attach and exec. One connection per request: a unix connect is
 ~50 us. Instead of a socket path, a request can take a :data:`Dialer` that
 returns a connected stream socket (Docker over ssh: one end of a socketpair).
+
+Only the answer a client asked for is an answer: a redirect (Go's server answers a
+path with ``..`` segments with 301 to the cleaned path) or a missing status line is an
+:class:`HTTPStatusError`, and an empty or non-JSON body where a JSON document is
+expected a :class:`BadResponse`, never a ``None`` that a caller would read as a record.
 """
 
 from __future__ import annotations
@@ -25,15 +30,19 @@ Dialer = Callable[[], socket.socket]
 
 
 class HTTPStatusError(Exception):
-    """The server answered with a status >= 400."""
+    """The server answered with a status other than success: >= 400, a redirect (3xx), or
+    no HTTP answer at all (status 0)."""
 
-    def __init__(self, status: int, body: bytes) -> None:
+    def __init__(self, status: int, body: bytes, reason: str | None = None) -> None:
         self.status = status
         self.body = body
+        self.reason = reason
         super().__init__(f"HTTP {status}: {self.message}")
 
     @property
     def message(self) -> str:
+        if self.reason is not None:
+            return self.reason
         try:
             data = json.loads(self.body)
         except ValueError:
@@ -41,6 +50,40 @@ class HTTPStatusError(Exception):
         if isinstance(data, dict):
             return str(data.get("message") or data.get("error") or data)
         return str(data)
+
+
+class BadResponse(HTTPStatusError, ValueError):
+    """The server answered with success, but the body is not the JSON document asked for
+    (empty, not JSON, or of another kind). Also a ValueError: what a parse failure was."""
+
+
+def status_error(status: int, headers: Mapping[str, str], body: bytes) -> HTTPStatusError:
+    """The error for an answer whose status is not success (``headers`` with lowercase keys)."""
+    if 300 <= status < 400:
+        where = headers.get("location")
+        return HTTPStatusError(status, body, f"unexpected redirect{f' to {where}' if where else ''}")
+    return HTTPStatusError(status, body)
+
+
+def decode_json(data: bytes, kind: type | None = None, status: int = 200) -> Any:
+    """A JSON document from a success body; ``kind`` (dict, list) is the type it must have.
+
+    Raises :class:`BadResponse` for an empty body, invalid JSON, or a document of another kind.
+    """
+    if not data.strip():
+        raise BadResponse(status, data, "empty answer where a JSON document was expected")
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise BadResponse(status, data, f"answer is not JSON: {data[:80]!r}") from None
+    if kind is not None and not isinstance(doc, kind):
+        raise BadResponse(status, data, f"expected a JSON {_kind_name(kind)}, got {type(doc).__name__}")
+    return doc
+
+
+def _kind_name(kind: type) -> str:
+    names: dict[type, str] = {dict: "object", list: "array"}
+    return names.get(kind, kind.__name__)
 
 
 def query(params: Mapping[str, Any] | None) -> str:
@@ -75,9 +118,13 @@ class Response:
         finally:
             self.close()
 
-    def json(self) -> Any:
+    def json(self, kind: type | None = None) -> Any:
+        """The decoded body; None when it is empty, unless ``kind`` (dict, list) says what it
+        must be: then anything else is a :class:`BadResponse`."""
         data = self.read_all()
-        return json.loads(data) if data.strip() else None
+        if kind is None and not data.strip():
+            return None
+        return decode_json(data, kind, self.status)
 
     def close(self) -> None:
         try:
@@ -98,12 +145,15 @@ def request(
     timeout: float | None = 60.0,
     upgrade: bool = False,
 ) -> Response:
-    """Send one request; raise HTTPStatusError for >= 400, OSError when the socket fails.
+    """Send one request; raise HTTPStatusError unless it succeeded (2xx, or 101 for an
+    upgrade), OSError when the socket fails.
 
     ``body`` is sent as JSON; ``data`` (a binary file) is streamed as is.
     With ``upgrade`` the connection is hijacked: the returned response's ``sock``
     is the raw stream (attach / exec).
     """
+    if not path.startswith("/") or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in path):
+        raise ValueError(f"not a request path: {path!r}")  # callers quote what they put in a path
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) if isinstance(socket_path, str) else socket_path()
     sock.settimeout(timeout)
     try:
@@ -136,14 +186,15 @@ def request(
     except BaseException:
         sock.close()
         raise
-    if status >= 400 or status == 0:
-        raise HTTPStatusError(status, response.read_all())
+    if not (200 <= status < 300 or (upgrade and status == 101)):
+        raise status_error(status, headers, response.read_all())
     return response
 
 
-def get_json(socket_path: str, path: str, params: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
-    """GET ``path`` and decode its JSON body."""
-    return request(socket_path, "GET", path, params=params, timeout=timeout).json()
+def get_json(socket_path: str, path: str, params: dict[str, Any] | None = None, timeout: float = 10.0,
+             kind: type | None = None) -> Any:
+    """GET ``path`` and decode its JSON body; an empty or non-JSON body is a :class:`BadResponse`."""
+    return decode_json(request(socket_path, "GET", path, params=params, timeout=timeout).read_all(), kind)
 
 
 def connects(path: str, timeout: float = 1.0) -> bool:

@@ -24,6 +24,7 @@ COMMANDS = {
     "engine": "engine",
     **dict.fromkeys(("stats", "top"), "stats"),
     "monitor": "monitor",
+    "system": "system",
 }
 """Top-level command -> the module that defines it. Only that module is loaded and
 turned into click commands for a run (~60 ms saved on every call); --help and
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
             traceback.print_exc()
         sys.stderr.write(f"cman: {err}\n")
+        for note in getattr(err, "__notes__", ()):  # what went wrong while cleaning up after it
+            sys.stderr.write(f"cman: warning: {note}\n")
         return int(err.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("cman: interrupted\n")

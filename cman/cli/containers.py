@@ -25,11 +25,32 @@ DnsSearchOpt = Annotated[
     list[str] | None, typer.Option("--dns-search", help="DNS search domain (repeatable; default: the network's).")
 ]
 Names = Annotated[list[str], typer.Argument(help="NAME or BACKEND:NAME.", show_default=False)]
+PrivilegedOpt = Annotated[bool, typer.Option(
+    "--privileged", help="Run without the engine's confinement (user namespace, AppArmor, capabilities); cman says so on stderr.")]
+
+PRIVILEGED_MEANS = {
+    "docker": "all capabilities and host devices, no seccomp or AppArmor confinement",
+    "lxd": "no user namespace (root inside is root on the host; LXD's security.privileged)",
+    "lxc": "no user namespace (root inside is root on the host) and no AppArmor profile",
+}
+"""What --privileged gives up on each engine, said on stderr whenever it is used."""
+
+
+def _say_privileged(backend: str) -> None:
+    means = PRIVILEGED_MEANS.get(backend, "without the engine's default confinement")
+    warn(f"the container runs privileged on {backend}: {means}")
+
+
+def _report(err: CmanError) -> None:
+    """The error's line, then what went wrong while cleaning up after it (its notes)."""
+    sys.stderr.write(f"cman: {err}\n")
+    for note in getattr(err, "__notes__", ()):
+        warn(str(note))
 
 
 def _run_exit(err: CmanError) -> typer.Exit:
     """run/exec report cman's own failures as 125 (126/127 kept), like `docker run`."""
-    sys.stderr.write(f"cman: {err}\n")
+    _report(err)
     code = err.exit_code
     if code not in (ExitCode.CANNOT_INVOKE, ExitCode.COMMAND_NOT_FOUND, ExitCode.INTERRUPTED):
         code = ExitCode.RUN_FAILED
@@ -50,6 +71,7 @@ def _spec(
     ip: str | None = None,
     dns: list[str] | None = None,
     dns_search: list[str] | None = None,
+    privileged: bool = False,
 ) -> ContainerSpec:
     if network is not None or ip is not None or dns or dns_search:
         from ..errors import InvalidValue
@@ -77,6 +99,7 @@ def _spec(
         ip=ip,
         dns=tuple(dns or ()),
         dns_search=tuple(dns_search or ()),
+        privileged=privileged,
     )
 
 
@@ -111,6 +134,7 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         ip: IpOpt = None,
         dns: DnsOpt = None,
         dns_search: DnsSearchOpt = None,
+        privileged: PrivilegedOpt = False,
     ) -> None:
         """Create and start a container; the command's exit code becomes cman's."""
         from .. import lifecycle
@@ -118,10 +142,11 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         s = session(ctx)
         try:
             spec = _spec(image, command, name, env, label, cpus, memory, interactive, tty,
-                         network, ip, dns, dns_search)
+                         network, ip, dns, dns_search, privileged)
             backend = s.backend()
-            if spec.name:
-                backend.validate_name(spec.name)
+            lifecycle.check_spec(backend, spec)
+            if privileged:
+                _say_privileged(backend.name)
             outcome = lifecycle.run(
                 backend,
                 spec,
@@ -131,10 +156,12 @@ def register(app: typer.Typer, only: str | None = None) -> None:
                 on_progress=pull_progress_printer(),
             )
         except Interrupted as err:
-            sys.stderr.write(f"cman: {err}\n")
+            _report(err)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from err
         except CmanError as err:
             raise _run_exit(err) from err
+        for message in outcome.warnings:
+            warn(message)
         if detach:
             sys.stdout.write(outcome.container.id + "\n")
             return
@@ -156,17 +183,19 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         ip: IpOpt = None,
         dns: DnsOpt = None,
         dns_search: DnsSearchOpt = None,
+        privileged: PrivilegedOpt = False,
     ) -> None:
         """Create a container without starting it; print its ID."""
         from .. import lifecycle
 
         s = session(ctx)
-        spec = _spec(image, command, name, env, label, cpus, memory, interactive, tty, network, ip, dns, dns_search)
+        spec = _spec(image, command, name, env, label, cpus, memory, interactive, tty, network, ip, dns, dns_search,
+                     privileged)
         backend = s.backend()
-        if spec.name:
-            backend.validate_name(spec.name)
-        lifecycle.ensure_image(backend, spec.image, pull_progress_printer())
-        sys.stdout.write(backend.create(spec).id + "\n")
+        lifecycle.check_spec(backend, spec)
+        if privileged:
+            _say_privileged(backend.name)
+        sys.stdout.write(lifecycle.create(backend, spec, on_progress=pull_progress_printer()).id + "\n")
 
     @command("ps")
     def ps(

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from ..stats import Snapshot
 
 STOP_TIMEOUT = 10.0
+KILL_WAIT = 5.0
+"""Seconds ``stop`` waits for the daemon to vanish after SIGKILL before it gives up."""
 READY_TIMEOUT = 30.0
 
 
@@ -328,10 +330,24 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _gone(pid: int, path: Path, within: float) -> bool:
+    """Wait up to ``within`` seconds for ``pid`` to exit and let go of the pidfile's lock."""
+    deadline = time.monotonic() + within
+    while True:
+        if lock_holder(path) != pid and not _alive(pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
 def stop(pidfile: Path | None = None, timeout: float = STOP_TIMEOUT) -> int | None:
     """SIGTERM the monitor and wait until it has let go of its pidfile; SIGKILL after ``timeout``.
 
-    Returns the stopped monitor's PID, or None when none was running.
+    Returns the stopped monitor's PID, or None when none was running. The files of a
+    SIGKILLed daemon are removed only once it is gone: a daemon that survives SIGKILL
+    (stuck in the kernel) is a MonitorError (exit 1) and its pidfile stays, so ``status``
+    and ``start`` still see it.
     """
     path = (pidfile or default_pidfile()).absolute()
     pid = lock_holder(path)
@@ -341,20 +357,17 @@ def stop(pidfile: Path | None = None, timeout: float = STOP_TIMEOUT) -> int | No
         raise MonitorError(f"the monitor holding {path} runs in another PID namespace", hint="stop it from there")
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if lock_holder(path) != pid and not _alive(pid):
-            return pid
-        time.sleep(0.05)
+    if _gone(pid, path, timeout):
+        return pid
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    for _ in range(100):
-        if not _alive(pid):
-            break
-        time.sleep(0.05)
-    for leftover in (path, state_file_for(path)):  # it had no chance to clean up
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(leftover)
+    if not _gone(pid, path, KILL_WAIT):
+        raise MonitorError(f"the monitor (PID {pid}) is still there {KILL_WAIT:g} s after SIGKILL; pidfile {path} kept",
+                           hint=f"it is stuck in the kernel: see /proc/{pid}/stack, then run `cman monitor stop` again")
+    if lock_holder(path) is None:  # it had no chance to clean up (and no new daemon took over)
+        for leftover in (path, state_file_for(path)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
     return pid
 
 

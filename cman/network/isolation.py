@@ -18,7 +18,6 @@ start through cman (LXC even before start, from a ``lxc.net.0.script.up`` hook).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -136,7 +135,8 @@ def isolate_container(pid: int, bridge: str) -> str:
 def enforce(backend: str, container: str, pid: int | None, ports: Iterable[Port], stop: Callable[[], None]) -> list[str]:
     """Isolate the container's veth on each port's bridge; on failure stop it and raise.
 
-    Returns the isolated veths. The EngineError says the container was stopped and why.
+    Returns the isolated veths. The EngineError says why, and that the container was
+    stopped, or, when ``stop`` failed too, that it could not be stopped and still runs.
     """
     done: list[str] = []
     current: Port | None = None
@@ -151,9 +151,15 @@ def enforce(backend: str, container: str, pid: int | None, ports: Iterable[Port]
                 raise EngineError(f"the container has no init process to find its port on {port.bridge} from")
             done.append(isolate_container(pid, port.bridge))
     except CmanError as err:
-        with contextlib.suppress(CmanError):
-            stop()
         where = f" {current.network}" if current is not None else ""
+        try:
+            stop()
+        except CmanError as failed:
+            raise EngineError(
+                f"{backend}: {container} could not be isolated on its no-ICC network{where} ({err}) and could not"
+                f" be stopped either ({failed}): it may be running without isolation",
+                hint=f"stop it now: cman stop {backend}:{container}",
+            ) from err
         raise EngineError(f"{backend}: {container} was stopped: cannot isolate it on its no-ICC network{where} ({err})",
                           hint=HINT) from err
     return done

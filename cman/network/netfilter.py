@@ -69,6 +69,14 @@ class Rule:
                 return self.args[i + 1]
         return None
 
+    @property
+    def network(self) -> str | None:
+        """The cman network this rule was installed for (from its ``cman:NETWORK`` tag), if any."""
+        comment = self.comment
+        if comment is None or not comment.startswith(TAG_PREFIX) or len(comment) == len(TAG_PREFIX):
+            return None
+        return comment[len(TAG_PREFIX):]
+
     def option(self, name: str) -> str | None:
         for i, arg in enumerate(self.args[:-1]):
             if arg == name:
@@ -105,6 +113,11 @@ def _chain_rules() -> list[Rule] | None:
     return parse_rules(proc.stdout)
 
 
+def tagged_rules() -> list[Rule]:
+    """Every rule of the chain that cman installed (tagged ``cman:NETWORK``), for any network."""
+    return [r for r in _chain_rules() or [] if r.network is not None]
+
+
 def list_rules(network: str, bridge: str | None = None) -> list[Rule]:
     """cman's rules for ``network`` (optionally only those on ``bridge``)."""
     return [
@@ -134,12 +147,12 @@ def ensure_bridge_rules(network: str, bridge: str, *, icc: bool = True) -> list[
 
 def remove_rules(network: str, bridge: str | None = None) -> list[Rule]:
     """Delete every rule tagged for ``network`` (on ``bridge`` when given); returns what went."""
-    removed: list[Rule] = []
-    for rule in list_rules(network, bridge):
-        proc = run_tool(["iptables", *_WAIT, "-D", CHAIN, *rule.args], check=False)
-        if proc.returncode == 0:
-            removed.append(rule)
-    return removed
+    return [rule for rule in list_rules(network, bridge) if delete_rule(rule)]
+
+
+def delete_rule(rule: Rule) -> bool:
+    """Delete one rule of the chain; False when it was not there (any more)."""
+    return run_tool(["iptables", *_WAIT, "-D", CHAIN, *rule.args], check=False).returncode == 0
 
 
 # -- links and bridges ----------------------------------------------------------------------------

@@ -37,6 +37,8 @@ from cman.cgroups import (
     find_mounts,
 )
 
+from ..conftest import require_root, unavailable
+
 INTERVAL_S = 1.5  # >= 1 s: this 2-core machine is shared and noisy
 PREFIX = "cmantest-cg-"
 VERSIONS: tuple[Prefer, ...] = ("v1", "v2")
@@ -52,15 +54,12 @@ IDLE = "import time\nprint('ready', flush=True)\ntime.sleep(120)\n"
 
 
 def _unavailable(reason: str) -> NoReturn:
-    """Skip here, fail in CI, where a skip would hide a break."""
-    if os.environ.get("CMAN_REQUIRE_ENGINES") == "1":
-        pytest.fail(f"cgroup test host required but unsuitable: {reason}", pytrace=False)
-    pytest.skip(reason)
+    """Skip here, fail in CI, where a skip would hide a break (the one rule of tests/conftest.py)."""
+    unavailable(f"cgroup test host unsuitable: {reason}")
 
 
 def _host_mounts() -> CgroupMounts:
-    if os.geteuid() != 0:
-        _unavailable("needs root to create cgroups")
+    require_root("creating cgroups")
     try:
         mounts = find_mounts()
     except CgroupError as err:

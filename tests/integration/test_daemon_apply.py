@@ -5,14 +5,15 @@ again, so the machine ends as it started.
 The setting changed is a registry mirror on loopback where nothing listens: it only
 matters for pulls from Docker Hub, which no test makes, so tests running meanwhile on
 this daemon see no difference. The test waits for the daemon to have no running
-container (other tests' containers would be stopped by the restart) and skips if that
-does not happen in time. Kept in its own file so it can be run or deselected alone.
+container (other tests' containers would be stopped by the restart). Every reason not to
+run (no root, a systemd host, the mirror set already, a daemon that never goes idle) goes
+through the engines-required rule of tests/conftest.py: a skip here, a failure in CI.
+Kept in its own file so it can be run or deselected alone.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 from cman import dockerd as dc
 from cman.backends.docker import DockerBackend
 
-from ..conftest import cli, unavailable
+from ..conftest import cli, require_root, unavailable
 
 pytestmark = pytest.mark.engine
 
@@ -57,10 +58,9 @@ SETUP_PIDFILE = Path("/run/cman-dockerd.pid")
 def test_apply_restarts_dockerd_and_everything_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
     if SETUP_PIDFILE.exists():
         monkeypatch.setenv(dc.ENV_PIDFILE, str(SETUP_PIDFILE))
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
+    require_root("restarting dockerd")
     if dc.systemd_running():
-        pytest.skip("written for hosts without systemd (systemctl restart is the other path)")
+        unavailable("written for hosts without systemd (systemctl restart is the other path)")
     if not DockerBackend.probe().reachable:
         unavailable("docker is not reachable")
     daemon = dc.find_dockerd()
@@ -71,9 +71,9 @@ def test_apply_restarts_dockerd_and_everything_is_restored(monkeypatch: pytest.M
     original, _ = dc.read_config(path)
     original_mode = path.stat().st_mode if original is not None else None
     if MIRROR in _mirrors():
-        pytest.skip(f"{MIRROR} is already configured here")
+        unavailable(f"{MIRROR} is already configured here (left by an earlier run?)")
     if not _wait_idle():
-        pytest.skip("other tests keep containers running on this daemon; a restart would stop them")
+        unavailable("other tests keep containers running on this daemon; a restart would stop them")
 
     changed_daemon = False
     try:

@@ -1,7 +1,9 @@
 """DOCKER_HOST=ssh://... for real: the CLI against the local dockerd through a private sshd
 on loopback (its own host key, client key, config and port; the system's sshd is never
 started). The ssh client finds its key through a Host block in /etc/ssh/ssh_config.d,
-because cman runs plain `ssh HOST docker system dial-stdio` as the docker CLI does."""
+because cman runs plain `ssh HOST docker system dial-stdio` as the docker CLI does. On the
+"remote" side, `docker system dial-stdio` reaches the daemon through a recording proxy
+(DOCKER_HOST set by the authorized key), so the tests see the request lines cman sent."""
 
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ import pytest
 
 from cman.backends.docker import DockerBackend
 
-from ..conftest import PREFIX, assert_clean_error, cli, unavailable
+from ..conftest import PREFIX, assert_clean_error, cli, not_selected, require_root, unavailable
+from .docker_proxy import RecordingProxy
 
 pytestmark = pytest.mark.engine
 
@@ -36,6 +39,8 @@ class SshHost:
     alias: str
     """The Host name in the client config: DOCKER_HOST=ssh://ALIAS."""
     env: dict[str, str]
+    proxy: RecordingProxy
+    """What the remote end's `docker system dial-stdio` talks to."""
 
 
 def _free_port() -> int:
@@ -78,13 +83,11 @@ def _ssh_clients(alias: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def ssh_host() -> Iterator[SshHost]:
+    not_selected("docker")
     status = DockerBackend.probe()
     if not status.reachable:
         unavailable(f"docker: {status.problem}")
-    if "docker" not in os.environ.get("CMAN_TEST_ENGINES", "docker"):
-        pytest.skip("docker not selected")
-    if os.geteuid() != 0:
-        pytest.skip("needs root: a private sshd and a client config in /etc/ssh/ssh_config.d")
+    require_root("a private sshd and a client config in /etc/ssh/ssh_config.d")
     missing = [p for p in (SSHD, shutil.which("ssh"), shutil.which("ssh-keygen"), shutil.which("docker")) if not p]
     if not os.path.exists(SSHD) or missing:
         unavailable("openssh-server, openssh-client and the docker CLI are needed (scripts/setup-engines.sh)")
@@ -96,17 +99,21 @@ def ssh_host() -> Iterator[SshHost]:
     snippet = SSH_CONFIG_D / f"{alias}.conf"
     made_privsep_dir = not os.path.isdir("/run/sshd")
     proc: subprocess.Popen[bytes] | None = None
+    proxy = RecordingProxy(tmp / "docker.sock")
     try:
         for key in ("host_key", "client_key"):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", alias, "-f", str(tmp / key)],
                            check=True, capture_output=True)
-        shutil.copy(tmp / "client_key.pub", tmp / "authorized_keys")
+        # the session's environment: the remote docker CLI dials the recording proxy
+        key = (tmp / "client_key.pub").read_text().strip()
+        (tmp / "authorized_keys").write_text(f'environment="DOCKER_HOST={proxy.address}" {key}\n')
         port = _free_port()
         config = tmp / "sshd_config"
         config.write_text(
             f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {tmp / 'host_key'}\n"
             f"AuthorizedKeysFile {tmp / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+            "PermitUserEnvironment DOCKER_HOST\n"
             f"PidFile {tmp / 'sshd.pid'}\nStrictModes no\n"
         )
         if made_privsep_dir:
@@ -122,8 +129,9 @@ def ssh_host() -> Iterator[SshHost]:
             f"    IdentityFile {tmp / 'client_key'}\n    IdentitiesOnly yes\n    StrictHostKeyChecking no\n"
             "    UserKnownHostsFile /dev/null\n    LogLevel ERROR\n"
         )
-        yield SshHost(alias, {"DOCKER_HOST": f"ssh://{alias}"})
+        yield SshHost(alias, {"DOCKER_HOST": f"ssh://{alias}", "DOCKER_API_VERSION": ""}, proxy)
     finally:
+        proxy.close()
         if proc is not None:
             proc.terminate()
             try:
@@ -218,3 +226,21 @@ def test_unreachable_ssh_host_is_one_clean_error(ssh_host: SshHost) -> None:
     elapsed = time.monotonic() - t0
     assert_clean_error(proc, 5, "docker", "connection refused")
     assert elapsed < 10, f"took {elapsed:.1f} s"
+
+
+def test_ssh_requests_are_versioned_after_one_ping(ssh_host: SshHost) -> None:
+    from cman.backends.docker.api import negotiate
+
+    from .test_docker import _server_version
+
+    before = len(ssh_host.proxy.requests())
+    proc = cli("run", "--rm", IMAGE, "sh", "-c", "exit 6", backend="docker", env=ssh_host.env)
+    assert proc.returncode == 6, proc.stderr
+    sent = [path for _, path in ssh_host.proxy.requests()[before:]]
+    spoken = negotiate(_server_version())
+    assert sent[0] == "/_ping" and sent.count("/_ping") == 1, sent  # once per cman process, not per ssh
+    assert len(sent) > 3 and all(p.startswith(f"/v{spoken}/") for p in sent[1:]), sent
+
+    pinned = cli("ps", backend="docker", env={**ssh_host.env, "DOCKER_API_VERSION": "1.40"})
+    assert pinned.returncode == 0, pinned.stderr
+    assert ssh_host.proxy.requests()[-1] == ("GET", "/v1.40/containers/json")

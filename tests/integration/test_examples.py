@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import selected_engines
+from ..conftest import require_root, selected_engines
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bridge_setup_example_isolates_on_every_backend() -> None:
+    require_root("the bridge-setup example (bridges, iptables)")
     backends = [b for b in selected_engines() if b in ("docker", "lxd", "lxc")]
     env = {**os.environ, "CMAN": f"{sys.executable} -m cman", "BACKENDS": " ".join(backends)}
     env.pop("CMAN_BACKEND", None)

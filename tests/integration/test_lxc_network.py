@@ -18,7 +18,6 @@ import contextlib
 import ipaddress
 import json
 import os
-import random
 import secrets
 import shutil
 import subprocess
@@ -37,23 +36,14 @@ from cman.backends.lxc import LxcBackend
 from cman.backends.lxc import net as lxc_net
 from cman.backends.lxc.tools import ENV_IMAGES, ENV_LXC_PATH
 from cman.errors import CmanError
-from cman.network import isolation, netfilter, read_host
+from cman.network import isolation, netfilter
 
-from ..conftest import ROOTFS, assert_clean_error, cli, engines_required
+from ..conftest import ROOTFS, assert_clean_error, cli, require_root, unavailable
+from .lxc_lab import free_subnet
 
 pytestmark = pytest.mark.engine
 
 RUN = f"cmantest-{secrets.token_hex(3)}"
-
-
-def free_subnet(avoid: set[str]) -> ipaddress.IPv4Network:
-    taken = [r.net for r in read_host().routes]
-    for _ in range(200):
-        net = ipaddress.IPv4Network(f"10.203.{random.randint(1, 254)}.0/24")
-        if str(net) not in avoid and not any(net.overlaps(t) for t in taken):
-            avoid.add(str(net))
-            return net
-    raise AssertionError("no free /24 in 10.203.0.0/16")
 
 
 @dataclass
@@ -112,14 +102,12 @@ class Lab:
 def lab() -> Iterator[Lab]:
     status = LxcBackend.probe()
     if not status.reachable:
-        if engines_required():
-            pytest.fail(f"lxc required but unavailable: {status.problem}", pytrace=False)
-        pytest.skip(f"lxc: {status.problem} (fix: {status.fix})")
-    if os.geteuid() != 0:
-        pytest.skip("networks need root (bridges, iptables)")
+        unavailable(f"lxc: {status.problem} (fix: {status.fix})")
+    require_root("LXC networks (bridges, iptables)")
     if not ROOTFS.is_file():
-        pytest.skip(f"{ROOTFS} missing: run scripts/setup-engines.sh")
+        unavailable(f"{ROOTFS} missing: run scripts/setup-engines.sh")
     top = Path(tempfile.mkdtemp(prefix=f"{RUN}-"))
+    top.chmod(0o711)  # unprivileged containers' root must pass through to its rootfs
     lxcpath = top / "lxc"
     lxcpath.mkdir()
     env = {ENV_LXC_PATH: str(lxcpath), ENV_IMAGES: str(top / "images")}

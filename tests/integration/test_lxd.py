@@ -29,11 +29,12 @@ from typing import Any
 import pexpect
 import pytest
 
+from cman._sys.proc import mark
 from cman.backends.lxd import LxdBackend
 from cman.errors import CmanError
-from cman.models import State
+from cman.models import RUN_LABEL, ContainerSpec, State
 
-from ..conftest import ROOTFS, assert_clean_error, cli, unavailable
+from ..conftest import ROOTFS, assert_clean_error, cli, not_selected, unavailable
 
 pytestmark = pytest.mark.engine
 
@@ -54,8 +55,7 @@ def lxc_client(*args: str, check: bool = True) -> subprocess.CompletedProcess[st
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[LxdBackend]:
-    if "lxd" not in os.environ.get("CMAN_TEST_ENGINES", "lxd"):
-        pytest.skip("lxd not selected")
+    not_selected("lxd")
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("CMAN_LXD_ENDPOINT", raising=False)
         status = LxdBackend.probe()
@@ -184,6 +184,119 @@ def test_run_d_rm_is_ephemeral(backend: LxdBackend, image: str, names: list[str]
     assert backend.inspect(name).extra["ephemeral"] is True
     assert backend.wait(name) == 4
     wait_for(lambda: lxd_cli("inspect", name).returncode == 3, 20, "the ephemeral container to go")
+
+
+def test_rm_holds_when_cman_is_killed(backend: LxdBackend, image: str, names: list[str]) -> None:
+    """SIGKILL of a foreground ``run --rm``: the instance is ephemeral and its job ends it, so
+    LXD removes it soon after the command ends, with no cman left to do it.
+
+    Failed before: only ``run -d --rm`` was ephemeral; the foreground one stayed forever."""
+    name = new_name(names, "kill9")
+    env = {k: v for k, v in os.environ.items() if k != "CMAN_BACKEND"}
+    env.update(LOCAL_ENV)
+    child = subprocess.Popen([sys.executable, "-m", "cman", "--backend", "lxd", "run", "--rm", "--name", name,
+                              image, "sleep", "3"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        # Kill cman once its job runs (the job's `sleep 3` is a process of the container).
+        wait_for(lambda: "sleep 3" in lxc_client("exec", name, "--", "ps", check=False).stdout, 60,
+                 "the job to start")
+        child.kill()
+        child.wait(timeout=30)
+        killed_at = time.monotonic()
+        assert backend.job_state(name) is not None, "still there when cman died: the engine removes it, not cman"
+        assert backend.inspect(name).extra["ephemeral"] is True
+        wait_for(lambda: backend.job_state(name) is None, 30, "LXD to remove the container after its command ended")
+        assert time.monotonic() - killed_at < 30
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert_clean_error(lxd_cli("inspect", name), 3, "no such container")
+
+
+def test_rm_run_killed_before_its_job_started_is_pruned(backend: LxdBackend, image: str, names: list[str]) -> None:
+    """The window --rm cannot close itself (cman killed between boot and the job's start):
+    ``cman system prune`` finds the running ephemeral instance without a job and removes it."""
+    name = new_name(names, "nojob")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    label = mark(dead.pid)
+    dead.wait()
+    backend.create(ContainerSpec(image=image, name=name, command=("sleep", "300"), auto_remove=True,
+                                 labels={RUN_LABEL: label}))
+    never = new_name(names, "never")
+    backend.create(ContainerSpec(image=image, name=never, command=("true",), labels={RUN_LABEL: label}))
+    alive = new_name(names, "alive")
+    backend.create(ContainerSpec(image=image, name=alive, command=("true",), labels={RUN_LABEL: mark()}))
+    with backend_started(backend, name):
+        dry = backend.prune_leftovers(dry_run=True)
+        mine = sorted(line for line in dry if RUN in line)
+        assert mine == sorted([
+            f"container {name}: a --rm run that was killed before its command started (cman process {dead.pid} is gone)",
+            f"container {never}: created by a run that was killed before it started (cman process {dead.pid} is gone)",
+        ])
+        assert backend.job_state(name) is not None and backend.job_state(never) is not None
+        assert sorted(line for line in backend.prune_leftovers() if RUN in line) == mine
+    assert backend.job_state(name) is None and backend.job_state(never) is None
+    assert backend.job_state(alive) is not None, "a live run's container is never touched"
+
+
+@contextlib.contextmanager
+def backend_started(backend: LxdBackend, name: str) -> Iterator[None]:
+    """Boot the container as run does, without starting its job (what a kill leaves)."""
+    with contextlib.suppress(CmanError):
+        backend._boot(name)
+    yield
+
+
+def test_stop_waits_longer_than_the_client_timeout(backend: LxdBackend, image: str, names: list[str]) -> None:
+    """An operation that outlasts pylxd's client timeout (here 3 s, 120 s by default) is waited
+    for, in steps: ``stop -t 6`` of a container whose init ignores the halt signal takes 6 s
+    of LXD's clean shutdown, then the kill. Failed before: EngineTimeout after 3 s (exit 7)."""
+    import pylxd
+
+    name = new_name(names, "slowstop")
+    assert lxd_cli("run", "-d", "--name", name, image, "sleep", "300").returncode == 0
+    lxc_client("config", "set", name, "raw.lxc", "lxc.signal.halt = SIGCONT")  # init ignores it: no clean stop
+    lxc_client("restart", "--force", name)
+    slow = LxdBackend()
+    slow._client = pylxd.Client(endpoint="/var/lib/lxd/unix.socket" if not os.environ.get("LXD_DIR")
+                                else os.path.join(os.environ["LXD_DIR"], "unix.socket"), timeout=3)
+    try:
+        started = time.monotonic()
+        slow.stop(name, timeout=6)
+        took = time.monotonic() - started
+    finally:
+        slow.close()
+    assert backend.inspect(name).state == State.STOPPED
+    assert took >= 5, f"LXD's clean shutdown was waited for ({took:.1f} s)"
+
+
+def test_env_values_that_would_be_lxc_config_lines_are_refused(image: str, names: list[str]) -> None:
+    """LXD writes environment.K as a ``lxc.environment`` line: a newline in a value would add
+    a config line of the caller's choosing. Refused before any call (exit 2; 125 for run),
+    naming the key and never printing the value. Failed before: accepted."""
+    name = new_name(names, "envnl")
+    literal = lxd_cli("run", "--rm", "--name", name, "-e", "API_TOKEN=s3cret\\nlxc.cap.drop =", image,
+                      "sh", "-c", 'printf %s "$API_TOKEN"')
+    assert (literal.returncode, literal.stdout) == (0, "s3cret\\nlxc.cap.drop ="), "a backslash and n are fine"
+    for value in ("s3cret\nlxc.apparmor.profile = unconfined", "s3cret\rx", "s3cret\nlxc.cap.drop ="):
+        proc = lxd_cli("run", "--rm", "--name", name, "-e", f"API_TOKEN={value}", image, "true")
+        assert_clean_error(proc, 125, "API_TOKEN", "newline")
+        assert "s3cret" not in proc.stderr, "the value is never printed"
+        assert_clean_error(lxd_cli("create", "--name", name, "-e", f"API_TOKEN={value}", image, "true"), 2,
+                           "API_TOKEN")
+    assert lxd_cli("inspect", name).returncode == 3, "nothing was created"
+
+
+def test_privileged_only_when_asked(image: str, names: list[str]) -> None:
+    plain, root = new_name(names, "unpriv"), new_name(names, "priv")
+    assert lxd_cli("create", "--name", plain, image, "true").returncode == 0
+    assert config_of(plain)["security.privileged"] == "false"
+    proc = lxd_cli("create", "--privileged", "--name", root, image, "true")
+    assert proc.returncode == 0, proc.stderr
+    assert config_of(root)["security.privileged"] == "true"
+    assert "privileged" in proc.stderr, "cman says so on stderr"
 
 
 def test_foreground_run_records_the_job(backend: LxdBackend, image: str, names: list[str]) -> None:
@@ -328,7 +441,8 @@ def _daemon_egress_is_blocked() -> bool:
 
 def test_pull_from_an_unreachable_server_fails_in_one_line() -> None:
     if not _daemon_egress_is_blocked():
-        pytest.skip("the daemon has no loopback egress proxy: a pull might leave the machine")
+        unavailable("the daemon has no loopback egress proxy (scripts/setup-engines.sh sets one): "
+                    "a pull might leave the machine")
     started = time.monotonic()
     proc = lxd_cli("pull", "images:debian/12")
     assert_clean_error(proc, 5, "cannot be reached", "images.linuxcontainers.org")

@@ -4,8 +4,10 @@ declares Feature.NETWORKS (the others skip until they implement it).
 Traffic stays between the project's own containers, bridges and the host: containers
 ping and arping each other and their gateway, nothing else. DNS servers appear only
 as configured values in resolv.conf; no query is sent. Subnets come from
-10.203.0.0/16 with a random third octet; names are ``cmantest-`` + random; every
-network and container is removed in teardown, also when a test fails.
+10.203.0.0/16 with a random third octet; names start with the run's ``NET_PREFIX``
+(short enough for a bridge name); every network and container is removed in teardown,
+also when a test fails. Networks need root (bridges, iptables): without it the tests
+follow the engines-required rule of tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from cman.backends.base import Feature
 from cman.errors import CmanError
 from cman.network import isolation, netfilter, read_host
 
-from ..conftest import Engine, assert_clean_error
+from ..conftest import NET_PREFIX, Engine, assert_clean_error, lacks, require_root
 
 pytestmark = pytest.mark.engine
 
@@ -56,7 +58,7 @@ class Nets:
     subnets: set[str] = field(default_factory=set)
 
     def name(self) -> str:
-        name = f"cmantest-{secrets.token_hex(3)}"
+        name = f"{NET_PREFIX}-{secrets.token_hex(2)}"
         self.made.append(name)
         return name
 
@@ -83,8 +85,8 @@ class Nets:
 
 @pytest.fixture
 def nets(eng: Engine) -> Iterator[Nets]:
-    if Feature.NETWORKS not in eng.backend.capabilities:
-        pytest.skip(f"{eng.name} does not declare networks yet")
+    lacks(eng.backend, Feature.NETWORKS)
+    require_root("networks (bridges, iptables)")
     made = Nets(eng)
     try:
         yield made
@@ -262,7 +264,7 @@ def test_container_ip_must_fit_the_network(nets: Nets) -> None:
     assert_clean_error(eng.cli("create", "--network", name, "--ip", _host(subnet, 1), eng.image, "true"), 2, "gateway")
     run = eng.cli("run", "--rm", "--network", name, "--ip", outside, eng.image, "true")
     assert_clean_error(run, 125, "--ip")
-    assert_clean_error(eng.cli("create", "--network", f"cmantest-{secrets.token_hex(3)}", eng.image, "true"), 3,
+    assert_clean_error(eng.cli("create", "--network", f"{NET_PREFIX}-{secrets.token_hex(2)}", eng.image, "true"), 3,
                        "no such network")
 
 
@@ -306,9 +308,8 @@ def test_nothing_left_behind_after_rm(nets: Nets) -> None:
 
 
 def test_netfilter_rules_and_bridges_on_the_host() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    name, subnet = f"cmantest-{secrets.token_hex(3)}", free_subnet()
+    require_root("host bridges and iptables rules")
+    name, subnet = f"{NET_PREFIX}-{secrets.token_hex(2)}", free_subnet()
     bridge = f"cmt{secrets.token_hex(4)}"
     try:
         netfilter.create_bridge(bridge, _host(subnet, 1), subnet.prefixlen)

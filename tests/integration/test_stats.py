@@ -27,7 +27,7 @@ import pytest
 
 from cman.backends.base import Feature
 
-from ..conftest import Engine, assert_clean_error
+from ..conftest import Engine, assert_clean_error, lacks
 
 pytestmark = pytest.mark.engine
 
@@ -97,8 +97,7 @@ def test_busy_loop_reads_one_cpu(eng: Engine) -> None:
 
 
 def test_cpu_limit_half_reads_fifty(eng: Engine) -> None:
-    if Feature.CPU_LIMIT not in eng.backend.capabilities:
-        pytest.skip(f"{eng.name} declares no {Feature.CPU_LIMIT}")
+    lacks(eng.backend, Feature.CPU_LIMIT)
     name = start(eng, "half", *BUSY, extra=("--cpus", "0.5"))
     eventually(lambda: measure(eng, name), lambda r: abs(r["cpu_percent"] - 50) <= 5, "50 ± 5 % under --cpus 0.5")
 

@@ -97,12 +97,20 @@ def _fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> N
 
 def test_ssh_transport_speaks_http_through_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # reads the request head (a GET has no body), answers, exits: what dial-stdio does
+    monkeypatch.delenv("DOCKER_API_VERSION", raising=False)
     _fake_ssh(tmp_path, monkeypatch,
-              'cr=$(printf "\\r"); read -r first; echo "$* | $first" > "$(dirname "$0")/got"\n'
+              'cr=$(printf "\\r"); read -r first; echo "$* | $first" >> "$(dirname "$0")/got"\n'
               'while IFS= read -r line && [ "$line" != "$cr" ]; do :; done\n'
-              "printf 'HTTP/1.0 200 OK\\r\\nContent-Type: application/json\\r\\n\\r\\n{\"Version\": \"fake\"}'\n")
-    assert SshTransport("ssh://u@h").call("GET", "/version", timeout=10) == {"Version": "fake"}
-    assert (tmp_path / "got").read_bytes().endswith(b"-l u -- h docker system dial-stdio | GET /version HTTP/1.0\r\n")
+              "printf 'HTTP/1.0 200 OK\\r\\nApi-Version: 1.41\\r\\nContent-Type: application/json\\r\\n\\r\\n"
+              "{\"Version\": \"fake\"}'\n")
+    transport = SshTransport("ssh://u@h")
+    assert transport.call("GET", "/version", timeout=10) == {"Version": "fake"}
+    assert transport.call("GET", "/info", timeout=10) == {"Version": "fake"}
+    # one ssh per request; the version negotiated once (GET /_ping), then in every path
+    got = [line.split(" | ") for line in (tmp_path / "got").read_text().splitlines()]
+    assert all(argv.endswith("-l u -- h docker system dial-stdio") for argv, _ in got)
+    assert [line.strip() for _, line in got] == ["GET /_ping HTTP/1.0", "GET /v1.41/version HTTP/1.0",
+                                                 "GET /v1.41/info HTTP/1.0"]
 
 
 def test_ssh_failure_is_a_connection_error_with_what_ssh_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

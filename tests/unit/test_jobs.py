@@ -76,17 +76,20 @@ def test_launch_empties_the_code_then_starts_the_wrapper() -> None:
     assert host.calls[-1] == ("detached", *jobs.wrapper_argv(10, ["sleep", "1"]))
 
 
-def test_foreground_records_output_and_code_then_kills() -> None:
+def test_foreground_runs_under_the_wrapper_kills_then_records_output_and_code() -> None:
     host = FakeHost()
     host.files[jobs.JOB_OUT] = b"earlier\n"
+    host.files[jobs.JOB_RC] = b"1\n"
     host.exec_code, host.exec_output = 4, (b"out\n", b"err\n")
     out, err = io.BytesIO(), io.BytesIO()
-    assert jobs.run_foreground(host, "c", ["x"], StdIO(None, out, err)) == 4
+    assert jobs.run_foreground(host, "c", ["x", "a b"], StdIO(None, out, err)) == 4
     assert out.getvalue() == b"out\n" and err.getvalue() == b"err\n"
+    assert host.calls[0] == ("write", jobs.JOB_RC), "the last run's code is emptied before the job starts"
+    assert host.calls[1] == ("exec", *jobs.foreground_argv(10, ["x", "a b"]))
+    assert host.calls[2] == ("kill",), "killed before recording: the wrapper has already asked init to halt"
     assert host.files[jobs.JOB_OUT] == b"earlier\nout\n", "output accumulates over runs"
     assert host.files[jobs.JOB_ERR] == b"err\n"
     assert host.files[jobs.JOB_RC] == b"4\n"
-    assert host.calls[-1] == ("kill",)
 
 
 def test_foreground_interrupted_kills_and_reraises() -> None:
@@ -95,7 +98,7 @@ def test_foreground_interrupted_kills_and_reraises() -> None:
     with pytest.raises(Interrupted):
         jobs.run_foreground(host, "c", ["x"], StdIO(None, io.BytesIO(), io.BytesIO()))
     assert host.calls[-1] == ("kill",)
-    assert jobs.JOB_RC not in host.files
+    assert host.files[jobs.JOB_RC] == b"", "no code was recorded"
 
 
 def test_exit_code_of_a_job_killed_before_recording() -> None:

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("policy", ("cman.network", "cman.jobs", "cman.images")),
     ("contract", ("cman.backends.base", "cman.backends")),
     ("engines", ("cman.backends.docker", "cman.backends.lxd", "cman.backends.lxc")),
-    ("verbs", ("cman.lifecycle", "cman.stats", "cman.dockerd")),
+    ("verbs", ("cman.lifecycle", "cman.stats", "cman.dockerd", "cman.leftovers")),
     ("services", ("cman.monitor",)),
     ("library api", ("cman",)),
     ("cli", ("cman.cli", "cman.__main__")),

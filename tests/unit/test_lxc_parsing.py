@@ -106,16 +106,19 @@ def test_render_config_lines_and_comments() -> None:
 
 
 def test_config_entries_of_a_container(tmp_path: Path) -> None:
+    from cman.backends.lxc.idmap import IdMap
     from cman.models import ContainerSpec
 
     paths = tools.Paths(str(tmp_path), "web")
     image = {"architecture": "x86_64", "lxc_config": [["lxc.signal.halt", "SIGUSR1"], ["lxc.hook.start", "/x"]]}
     spec = ContainerSpec(image="img", name="web", auto_remove=True)
-    text = config.render_config(config.config_entries(paths, spec, image, [("lxc.cgroup.memory.limit_in_bytes", "5")]))
+    text = config.render_config(config.config_entries(paths, spec, image, [("lxc.cgroup.memory.limit_in_bytes", "5")],
+                                                      idmap=IdMap(100000, 200000), apparmor=False))
     assert f"lxc.rootfs.path = dir:{tmp_path}/web/rootfs" in text
     assert "lxc.uts.name = web" in text
     assert "lxc.net.0.type = empty" in text
-    assert "lxc.apparmor.profile = unconfined" in text
+    assert "lxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 200000 65536" in text
+    assert "lxc.apparmor" not in text, "no profile key on a host without AppArmor"
     assert f"lxc.console.logfile = {tmp_path}/web/console.log" in text
     assert "lxc.arch = x86_64" in text
     assert "lxc.cgroup.memory.limit_in_bytes = 5" in text

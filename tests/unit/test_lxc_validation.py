@@ -164,3 +164,18 @@ def test_render_config_rejects_keys(key: str) -> None:
 def test_good_names_pass() -> None:
     for name in ["a", "cmantest-x", "web.1", "A_b-c.d", "x" * 64, "9lives"]:
         LxcBackend.validate_name(name)
+
+
+@pytest.mark.parametrize("value", [" -x", "\t-x", "x ", " x", "a\x1cb", "a\x85b", "a\u2028b", "\udcff", "a\x1bb"])
+def test_render_config_rejects_values_lxc_would_read_differently(value: str) -> None:
+    """LXC trims blanks around a value and reads lines split at newlines only; the file is UTF-8."""
+    with pytest.raises(InvalidValue):
+        config.render_config([("lxc.uts.name", value)])
+
+
+def test_config_is_read_back_as_lxc_reads_it(tmp_path: Path) -> None:
+    text = config.render_config([("lxc.mount.entry", "a b\tc"), "note", ("lxc.signal.halt", "SIGUSR1")])
+    path = tmp_path / "config"
+    path.write_text(text + "  lxc.signal.halt =  SIGPWR \t\n# lxc.signal.halt = no\n")
+    assert tools.config_values(path, ("lxc.mount.entry", "lxc.signal.halt")) == [
+        ("lxc.mount.entry", "a b\tc"), ("lxc.signal.halt", "SIGUSR1"), ("lxc.signal.halt", "SIGPWR")]

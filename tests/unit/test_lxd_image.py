@@ -170,3 +170,52 @@ def test_build_unified_reads_the_architecture_from_the_rootfs(tmp_path: Path) ->
         assert meta["architecture"] == "aarch64"
     finally:
         built.path.unlink()
+
+
+# -- pinned certificates of image servers ($CMAN_LXD_REMOTE_CERTS) ---------------------------------
+
+PEM = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2Fu\nbWFu+/8=\n-----END CERTIFICATE-----\n"
+
+
+def test_a_remote_certificate_is_pinned_by_name_or_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cert = tmp_path / "mirror.crt"
+    cert.write_text("subject=CN = mirror\n" + PEM)  # text around the PEM block is left out
+    monkeypatch.setenv(li.ENV_REMOTES, json.dumps({"mirror": "https://127.0.0.1:8443"}))
+    monkeypatch.setenv(li.ENV_REMOTE_CERTS, json.dumps({"mirror": str(cert), "https://127.0.0.1:9443": str(cert)}))
+    named = li.parse_remote("mirror:busybox")
+    assert named is not None and named.certificate == PEM
+    by_url = li.parse_remote("https://127.0.0.1:9443:busybox")
+    assert by_url is not None and by_url.certificate == PEM
+    other = li.parse_remote("https://127.0.0.1:7443:busybox")
+    assert other is not None and other.certificate is None
+
+
+@pytest.mark.parametrize(("content", "needle"), [(None, "cannot read"), ("hello\n", "not a PEM certificate"),
+                                                 (PEM.replace("END", "FIN"), "not a PEM certificate")])
+def test_bad_pinned_certificates(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: str | None,
+                                 needle: str) -> None:
+    cert = tmp_path / "c.crt"
+    if content is not None:
+        cert.write_text(content)
+    monkeypatch.setenv(li.ENV_REMOTES, json.dumps({"mirror": "https://127.0.0.1:8443"}))
+    monkeypatch.setenv(li.ENV_REMOTE_CERTS, json.dumps({"mirror": str(cert)}))
+    with pytest.raises(InvalidValue, match=needle):
+        li.parse_remote("mirror:busybox")
+
+
+def test_pull_failures_are_classified(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cman.backends.lxd import LxdBackend
+    from cman.errors import EngineUnavailable, ImageNotFound
+
+    backend = LxdBackend()
+    backend._client = type("C", (), {"host_info": {"config": {"core.proxy_https": "http://127.0.0.1:9"}}})()
+    local = li.RemoteRef("https://127.0.0.1:8443", "busybox", "mirror:busybox")
+    far = li.RemoteRef("https://images.linuxcontainers.org", "debian/12", "images:debian/12")
+    missing = backend._pull_failed("mirror:busybox", local, "Failed getting image: The requested image couldn't be found")
+    assert isinstance(missing, ImageNotFound) and "busybox is not on https://127.0.0.1:8443" in str(missing)
+    untrusted = backend._pull_failed("mirror:busybox", local, "x509: certificate signed by unknown authority")
+    assert isinstance(untrusted, EngineUnavailable) and li.ENV_REMOTE_CERTS in str(untrusted)
+    down = backend._pull_failed("mirror:busybox", local, "connection refused")
+    assert isinstance(down, EngineUnavailable) and "proxy" not in str(down), "loopback never goes through it"
+    proxied = backend._pull_failed("images:debian/12", far, "proxyconnect tcp: connection refused")
+    assert "through the proxy http://127.0.0.1:9" in str(proxied)

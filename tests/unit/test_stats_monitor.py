@@ -193,3 +193,45 @@ def test_status_and_stop_when_not_running(tmp_path: Path) -> None:
     assert proc.returncode == 3 and json.loads(proc.stdout)["running"] is False
     proc = cli("monitor", "stop", "--pidfile", pidfile)
     assert proc.returncode == 0 and "not running" in proc.stderr
+
+
+class _SignalsLost:
+    """``os`` for cman.monitor.daemon, except that ``kill`` reaches nobody: a daemon stuck in
+    the kernel (state D) survives SIGTERM and SIGKILL alike."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+
+    def kill(self, pid: int, sig: int) -> None:
+        self.sent.append(sig)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(os, name)
+
+
+def test_stop_keeps_the_pidfile_of_a_daemon_that_survives_sigkill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import signal
+
+    from cman.monitor import MonitorError, daemon
+
+    path = tmp_path / "m.pid"
+    ctx = multiprocessing.get_context("fork")
+    ready, done = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_hold, args=(str(path), ready, done))
+    child.start()
+    try:
+        assert ready.wait(10)
+        lost = _SignalsLost()
+        monkeypatch.setattr(daemon, "os", lost)
+        monkeypatch.setattr(daemon, "KILL_WAIT", 0.3, raising=False)
+        with pytest.raises(MonitorError, match=f"PID {child.pid}.*after SIGKILL.*kept") as err:
+            monitor.stop(path, timeout=0.3)
+        assert err.value.exit_code == 1
+        assert lost.sent == [signal.SIGTERM, signal.SIGKILL]
+        assert path.exists() and lock_holder(path) == child.pid, "still running: its pidfile stays"
+        assert monitor.status(path).running
+    finally:
+        done.set()
+        child.join(10)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
+import resource
 import socket
 import struct
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +78,37 @@ def test_retry_only_transient_and_bounded(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(ValueError):
         broken()
     assert len(calls) == 1
+
+
+def test_pump_takes_descriptors_above_fd_setsize(tmp_path: Path) -> None:
+    """select() refuses descriptors >= 1024 (FD_SETSIZE); a busy library process has them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    high = 1500
+    if hard != resource.RLIM_INFINITY and hard <= high:
+        pytest.fail(f"this test needs RLIMIT_NOFILE above {high} (hard limit {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, high + 16), hard))
+    ours, theirs = socket.socketpair()
+    moved = os.dup2(ours.fileno(), high)
+    ours.close()
+    sock = socket.socket(fileno=moved)
+    stdin_file = tmp_path / "in"
+    stdin_file.write_bytes(b"from a file")  # epoll cannot watch a regular file: read it as select did
+    try:
+        theirs.sendall(frame(1, b"hi") + frame(2, b"there"))
+        received = bytearray()
+
+        def remote() -> None:
+            while chunk := theirs.recv(1024):
+                received.extend(chunk)
+            theirs.close()
+
+        t = threading.Thread(target=remote)
+        t.start()
+        out, err = io.BytesIO(), io.BytesIO()
+        with open(stdin_file, "rb") as stdin:
+            pump_socket(sock, StdIO(stdin, out, err), multiplexed=True)
+        t.join(5)
+        assert (out.getvalue(), err.getvalue(), bytes(received)) == (b"hi", b"there", b"from a file")
+    finally:
+        sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

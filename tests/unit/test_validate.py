@@ -84,3 +84,44 @@ def test_check_name() -> None:
     for bad in ("", "abcdef", "ABC"):
         with pytest.raises(UsageError, match="rules"):
             check_name(bad, pattern, 5, "rules")
+
+
+@pytest.mark.parametrize("pair", ["FOO\n=x", "FOO\r=x", "A\nB=x", "FOO\0=x", "FOO =x"])
+def test_parse_env_keys_are_matched_whole(pair: str) -> None:
+    """``re.match`` with ``$`` let ``FOO\\n=x`` through: ``$`` matches before a final newline."""
+    with pytest.raises(InvalidValue, match="bad key"):
+        parse_env([pair])
+
+
+@pytest.mark.parametrize("pair", ["tier\n=x", "a\n=b", "tier\r=x"])
+def test_parse_labels_keys_are_matched_whole(pair: str) -> None:
+    with pytest.raises(InvalidValue, match="bad key"):
+        parse_labels([pair])
+
+
+@pytest.mark.parametrize("text", ["512m\n\n", "1g\x00"])
+def test_parse_size_is_matched_whole(text: str) -> None:
+    with pytest.raises(InvalidValue):
+        parse_size(text + "x")
+
+
+@pytest.mark.parametrize("key", ["cman.managed", "cman.isolate", "cman.run", "user.cman.label.x", "CMAN.Managed",
+                                 "User.Cman.x"])
+def test_cman_namespace_is_reserved(key: str) -> None:
+    with pytest.raises(InvalidValue, match=r"cman\. and user\.cman\. namespaces are cman's own") as err:
+        parse_labels([f"{key}=x"])
+    assert err.value.exit_code == ExitCode.USAGE
+
+
+def test_keys_near_the_namespace_are_the_users() -> None:
+    assert parse_labels(["cmanx=1", "com.example.cman=2", "user.cmanager=3"]) == {
+        "cmanx": "1", "com.example.cman": "2", "user.cmanager": "3"}
+
+
+def test_check_user_labels_covers_library_specs() -> None:
+    from cman.validate import check_user_labels
+
+    check_user_labels({"team": "blue"})
+    for bad in ({"cman.managed": "true"}, {"ok": "a\nb"}, {"bad\n": "x"}):
+        with pytest.raises(InvalidValue):
+            check_user_labels(bad)

@@ -7,10 +7,14 @@ does it), go through a small stdlib client, because importing the SDK
 (``requests``) costs more than a whole ``docker run``.
 
 - :mod:`.endpoint`: DOCKER_HOST, the local socket, reachability, locality, probe.
-- :mod:`.api`: the transports, which all speak raw Engine API paths.
+- :mod:`.api`: the transports, which all speak versioned Engine API paths (negotiated as
+  the docker CLI does).
 - :mod:`.connection`: :class:`DockerConnection`, the transport and the error boundary.
+- :mod:`.refs`: what may go into an Engine API path (names, references, IDs).
 - :mod:`.convert`: Engine API records -> cman models.
-- :mod:`.containers`, :mod:`.images`, :mod:`.networks`: the verbs, one mixin each.
+- :mod:`.containers`, :mod:`.images`, :mod:`.networks`: the verbs, one mixin each;
+  :mod:`.leftovers`: what a killed cman left (``system prune``).
+- :mod:`.l2`: the nftables bridge rules that close layer 2 on no-ICC networks.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from __future__ import annotations
 from ..base import Feature
 from .containers import DockerContainers
 from .images import DockerImages
+from .leftovers import DockerLeftovers
 from .networks import DockerNetworks
 
 
-class DockerBackend(DockerContainers, DockerImages, DockerNetworks):
+class DockerBackend(DockerContainers, DockerImages, DockerNetworks, DockerLeftovers):
     name = "docker"
     capabilities = frozenset(Feature)
 

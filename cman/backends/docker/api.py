@@ -11,10 +11,15 @@
 - :class:`SdkTransport`: the docker SDK's ``APIClient`` session, for tcp:// (with
   DOCKER_TLS_VERIFY / DOCKER_CERT_PATH), which the SDK handles.
 
-All speak raw Engine API paths and raise the same three things: ApiError (an
-HTTP status >= 400 with the daemon's message), OSError subclasses (the
-connection failed), TimeoutError. :func:`.connection.boundary` maps those to
-cman errors, once. :func:`.endpoint.open_transport` picks the transport.
+All take the same Engine API paths (``/containers/json``) and send them versioned
+(``/v1.41/containers/json``), with the version chosen as the docker CLI chooses it
+(:class:`_Versioned`): DOCKER_API_VERSION when set, else negotiated once per transport
+with ``GET /_ping``: the lower of the daemon's ``API-Version`` and :data:`CLIENT_API_VERSION`.
+They raise the same three things: ApiError (the daemon's status and message, also for an
+answer that is not the one asked for: a redirect, a body that is not the expected JSON
+document), OSError subclasses (the connection failed), TimeoutError.
+:func:`.connection.boundary` maps those to cman errors, once.
+:func:`.endpoint.open_transport` picks the transport.
 """
 
 from __future__ import annotations
@@ -29,9 +34,22 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from ..._sys import unixhttp as _http
+from ...errors import EngineUnavailable, InvalidValue
 
 if TYPE_CHECKING:
     import subprocess
+
+CLIENT_API_VERSION = "1.52"
+"""The newest Engine API version cman speaks. Docker 20.10 (1.41) is what runs here; every
+change from 1.42 to 1.52 in moby's api/docs/CHANGELOG.md was read against the fields cman
+sends and reads. The one that touches cman: 1.48 deprecates ``error`` in the progress
+streams of pull and import for ``errorDetail`` (both are read, :mod:`.images`). Docker 29
+refuses versions below 1.44, so a client pinned to 1.41 would not reach it."""
+MIN_API_VERSION = "1.30"
+"""``POST /containers/ID/wait?condition=`` (the foreground ``--rm`` wait) came with 1.30."""
+FALLBACK_API_VERSION = "1.24"
+"""What a daemon speaks whose ``/_ping`` has no ``API-Version`` header (the docker CLI's rule)."""
+PING_TIMEOUT = 30.0
 
 
 class ApiError(Exception):
@@ -39,6 +57,63 @@ class ApiError(Exception):
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+
+
+def _version_key(text: str) -> tuple[int, int] | None:
+    major, dot, minor = text.partition(".")
+    if not (dot and major.isdigit() and minor.isdigit() and len(text) <= 12):
+        return None
+    return int(major), int(minor)
+
+
+def fixed_version() -> str | None:
+    """DOCKER_API_VERSION (no negotiation then, as for the docker CLI); None when unset or empty."""
+    text = os.environ.get("DOCKER_API_VERSION", "").strip()
+    if not text:
+        return None
+    key = _version_key(text)
+    if key is None:
+        raise InvalidValue("DOCKER_API_VERSION", text, "expected MAJOR.MINOR, e.g. 1.41")
+    if key < _key(MIN_API_VERSION):
+        raise InvalidValue("DOCKER_API_VERSION", text, f"cman needs Engine API {MIN_API_VERSION} or newer")
+    return text
+
+
+def negotiate(server: str | None, endpoint: str = "docker") -> str:
+    """The version to speak with a daemon whose ``/_ping`` said ``server`` (None: no header)."""
+    key = _version_key(server or FALLBACK_API_VERSION)
+    if key is None:
+        raise ApiError(200, f"the daemon sent an invalid API-Version header {server!r}")
+    if key < _key(MIN_API_VERSION):
+        raise EngineUnavailable("docker", f"the daemon at {endpoint} speaks Engine API {server or FALLBACK_API_VERSION}, "
+                                f"cman needs {MIN_API_VERSION} or newer", "upgrade Docker (17.06 or newer)")
+    return CLIENT_API_VERSION if key >= _key(CLIENT_API_VERSION) else f"{key[0]}.{key[1]}"
+
+
+def _key(version: str) -> tuple[int, int]:
+    key = _version_key(version)
+    assert key is not None
+    return key
+
+
+class _Versioned:
+    """The API version of one transport: chosen on its first request, then kept."""
+
+    endpoint: str
+    _version: str | None = None
+    ping_timeout: float = PING_TIMEOUT
+
+    def _ping(self) -> str | None:
+        """``GET /_ping`` (unversioned); the daemon's ``API-Version`` header."""
+        raise NotImplementedError
+
+    def api_version(self) -> str:
+        if self._version is None:
+            self._version = fixed_version() or negotiate(self._ping(), self.endpoint)
+        return self._version
+
+    def _path(self, path: str) -> str:
+        return f"/v{self.api_version()}{path}"
 
 
 class Stream(Protocol):
@@ -49,6 +124,7 @@ class Stream(Protocol):
 
 class Transport(Protocol):
     endpoint: str
+    ping_timeout: float
 
     def call(
         self,
@@ -58,8 +134,10 @@ class Transport(Protocol):
         params: Mapping[str, Any] | None = None,
         body: Any = None,
         timeout: float | None = 60.0,
+        kind: type | None = None,
     ) -> Any:
-        """One request; the decoded JSON answer (None when empty)."""
+        """One request; the decoded JSON answer: of type ``kind`` when given (else ApiError),
+        None for an empty answer when no ``kind`` is asked for."""
 
     def stream(
         self,
@@ -76,36 +154,50 @@ class Transport(Protocol):
     def hijack(self, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None) -> socket.socket:
         """POST and take over the connection (attach, exec start)."""
 
+    def api_version(self) -> str:
+        """The Engine API version this transport speaks (negotiated on first use)."""
+
     def close(self) -> None: ...
 
 
-class UnixTransport:
+class UnixTransport(_Versioned):
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
         self.endpoint = f"unix://{socket_path}"
 
     def _request(self, method: str, path: str, **kw: Any) -> _http.Response:
+        """One request on the path as given (unversioned)."""
         try:
             return _http.request(self.socket_path, method, path, **kw)
         except _http.HTTPStatusError as err:
             raise ApiError(err.status, err.message) from err
 
+    def _ping(self) -> str | None:
+        resp = self._request("GET", "/_ping", timeout=self.ping_timeout)
+        resp.read_all()
+        return resp.headers.get("api-version")
+
     def call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-             body: Any = None, timeout: float | None = 60.0) -> Any:
-        return self._request(method, path, params=params, body=body, timeout=timeout).json()
+             body: Any = None, timeout: float | None = 60.0, kind: type | None = None) -> Any:
+        resp = self._request(method, self._path(path), params=params, body=body, timeout=timeout)
+        try:
+            return resp.json(kind)
+        except _http.BadResponse as err:
+            raise ApiError(err.status, err.message) from err
 
     @contextlib.contextmanager
     def stream(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                data: IO[bytes] | None = None, content_type: str = "application/json",
                timeout: float | None = None) -> Iterator[Stream]:
-        resp = self._request(method, path, params=params, data=data, content_type=content_type, timeout=timeout)
+        resp = self._request(method, self._path(path), params=params, data=data, content_type=content_type,
+                             timeout=timeout)
         try:
             yield resp.body
         finally:
             resp.close()
 
     def hijack(self, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None) -> socket.socket:
-        return self._request("POST", path, params=params, body=body, timeout=None, upgrade=True).sock
+        return self._request("POST", self._path(path), params=params, body=body, timeout=None, upgrade=True).sock
 
     def close(self) -> None:
         pass
@@ -223,8 +315,13 @@ class SshTransport(UnixTransport):
             raise ConnectionError(said) from err
 
 
-class SdkTransport:
-    """tcp:// daemons through docker-py's APIClient (a requests Session)."""
+class SdkTransport(_Versioned):
+    """tcp:// daemons through docker-py's APIClient (a requests Session).
+
+    The client is made with a fixed version, so docker-py asks the daemon nothing (its
+    "auto" would take the daemon's newest version as is); the version in each path is
+    this transport's, chosen as on the other transports.
+    """
 
     def __init__(self) -> None:
         import docker
@@ -233,40 +330,48 @@ class SdkTransport:
         host = str(kwargs.get("base_url") or os.environ.get("DOCKER_HOST", ""))
         self.endpoint = host
         try:
-            self.api = docker.APIClient(
-                version=os.environ.get("DOCKER_API_VERSION", "auto"),
-                timeout=120,
-                **kwargs,
-            )
+            self.api = docker.APIClient(version=fixed_version() or CLIENT_API_VERSION, timeout=120, **kwargs)
         except docker.errors.DockerException as err:
             raise ConnectionRefusedError(f"cannot reach {host}: {err}") from err
 
-    def _url(self, path: str) -> str:
-        return f"{self.api.base_url}/v{self.api.api_version}{path}"
-
-    def _send(self, method: str, path: str, *, stream: bool, timeout: float | None, **kw: Any) -> Any:
+    def _send(self, method: str, url: str, *, stream: bool, timeout: float | None, **kw: Any) -> Any:
         import requests.exceptions
 
         try:
-            resp = self.api.request(method, self._url(path), stream=stream, timeout=timeout, **kw)
+            resp = self.api.request(method, url, stream=stream, timeout=timeout, allow_redirects=False, **kw)
         except requests.exceptions.Timeout as err:
             raise TimeoutError(str(err)) from err
         except requests.exceptions.ConnectionError as err:
             raise ConnectionRefusedError(str(err)) from err
-        if resp.status_code >= 400:
-            raise ApiError(resp.status_code, _http.HTTPStatusError(resp.status_code, resp.content).message)
+        if not 200 <= resp.status_code < 300 and resp.status_code != 101:
+            wrong = _http.status_error(resp.status_code, {k.lower(): v for k, v in resp.headers.items()},
+                                       resp.content)
+            raise ApiError(resp.status_code, wrong.message)
         return resp
 
+    def _ping(self) -> str | None:
+        resp = self._send("GET", f"{self.api.base_url}/_ping", stream=False, timeout=self.ping_timeout)
+        version = resp.headers.get("API-Version")
+        return str(version) if version else None
+
+    def _url(self, path: str) -> str:
+        return f"{self.api.base_url}{self._path(path)}"
+
     def call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-             body: Any = None, timeout: float | None = 60.0) -> Any:
-        resp = self._send(method, path, stream=False, timeout=timeout, params=_bools(params), json=body)
-        return resp.json() if resp.content.strip() else None
+             body: Any = None, timeout: float | None = 60.0, kind: type | None = None) -> Any:
+        resp = self._send(method, self._url(path), stream=False, timeout=timeout, params=_bools(params), json=body)
+        if kind is None and not resp.content.strip():
+            return None
+        try:
+            return _http.decode_json(resp.content, kind, resp.status_code)
+        except _http.BadResponse as err:
+            raise ApiError(err.status, err.message) from err
 
     @contextlib.contextmanager
     def stream(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                data: IO[bytes] | None = None, content_type: str = "application/json",
                timeout: float | None = None) -> Iterator[Stream]:
-        resp = self._send(method, path, stream=True, timeout=timeout, params=_bools(params), data=data,
+        resp = self._send(method, self._url(path), stream=True, timeout=timeout, params=_bools(params), data=data,
                           headers={"Content-Type": content_type})
         try:
             yield resp.raw
@@ -274,7 +379,7 @@ class SdkTransport:
             resp.close()
 
     def hijack(self, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None) -> socket.socket:
-        resp = self._send("POST", path, stream=True, timeout=None, params=_bools(params), json=body,
+        resp = self._send("POST", self._url(path), stream=True, timeout=None, params=_bools(params), json=body,
                           headers={"Connection": "Upgrade", "Upgrade": "tcp"})
         raw = self.api._get_raw_response_socket(resp)
         sock = getattr(raw, "_sock", raw)

@@ -1,9 +1,10 @@
 """The Docker backend's shared base: one transport, one error boundary.
 
-Every call is written once, against raw Engine API paths, and goes through
-:meth:`DockerConnection._call` (or a transport call inside :func:`boundary`).
+Every call is written once, against Engine API paths (the transport adds the
+version), and goes through :meth:`DockerConnection._call` (or a transport call inside
+:func:`boundary`). Names and references go into paths only through :mod:`.refs`.
 Engine errors are translated into cman's error family here, in :func:`boundary`,
-and nowhere else.
+and nowhere else; an answer that is not the record asked for is an error too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from ...errors import (
     CmanError,
@@ -52,11 +52,6 @@ def is_transient(err: BaseException) -> bool:
     if isinstance(cause, ApiError):
         return cause.status in (502, 503, 504)
     return isinstance(cause, (ConnectionResetError, ConnectionRefusedError))
-
-
-def quote_ref(name: str) -> str:
-    """A name or ID as one segment of an Engine API path (image names keep their '/' and ':')."""
-    return quote(name, safe="/:@")
 
 
 @contextlib.contextmanager
@@ -106,9 +101,10 @@ class DockerConnection(Backend):
 
     def _call(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None,
               timeout: float | None = 60.0, container: str | None = None, image: str | None = None,
-              action: str = "") -> Any:
+              action: str = "", kind: type | None = None) -> Any:
+        """One Engine API call; ``kind`` (dict, list) is what the answer must be, else EngineError."""
         with boundary(container=container, image=image, action=action):
-            return self.api.call(method, path, params=params, body=body, timeout=timeout)
+            return self.api.call(method, path, params=params, body=body, timeout=timeout, kind=kind)
 
     def close(self) -> None:
         if self._transport is not None:

@@ -2,7 +2,14 @@
 
 A container on a cman network follows the network's policy here: its DNS servers
 in a bind-mounted resolv.conf (Docker's embedded DNS would hide them), and, on a
-no-ICC network, its bridge port isolated after every start (:meth:`_isolate_ports`).
+no-ICC network, layer 2 closed before it starts (the network's nftables rules,
+:mod:`.l2`) and its bridge port isolated after every start through cman
+(:meth:`_isolate_ports`). Which networks a container needs isolated is read from its
+labels at every start, never remembered: another process may have replaced it.
+
+A foreground run waits as ``docker run`` does: the wait is registered before the start,
+with the condition ``removed`` for an auto-removed container (``--rm``: the daemon
+removes it even when cman is killed, and the wait's answer still has the exit code).
 """
 
 from __future__ import annotations
@@ -14,17 +21,22 @@ import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..._sys import unixhttp
 from ..._sys.files import atomic_write
 from ..._sys.retry import idempotent
-from ...errors import CmanError, Conflict, EngineError, ExitCode
+from ...errors import CmanError, Conflict, ContainerNotFound, EngineError, ExitCode
 from ...models import MANAGED_LABEL, Container, ContainerSpec, LogChunk, State, StdIO
 from ..base import Feature
-from .api import ApiError
-from .connection import DockerConnection, boundary, is_transient, quote_ref
+from . import refs
+from .api import ApiError, Stream
+from .connection import DockerConnection, boundary, is_transient
 from .convert import container_from_inspect, container_from_summary
 from .networks import BUILTIN_NETWORKS
+
+if TYPE_CHECKING:
+    from ...network import Network
 
 # The few daemon messages that have no status code of their own: one table, tested.
 START_FAILURES: tuple[tuple[str, ExitCode], ...] = (
@@ -76,12 +88,29 @@ def _state_dir() -> Path:
     return Path(base) / "cman" / "docker"
 
 
-class DockerContainers(DockerConnection):
-    def __init__(self) -> None:
-        super().__init__()
-        self._no_isolation: set[str] = set()
-        """Containers this process created that need no port isolation after start."""
+def isolated_networks(raw: dict[str, Any]) -> list[str]:
+    """The no-ICC cman networks an inspected container asks to be isolated on (its label)."""
+    wanted = ((raw.get("Config") or {}).get("Labels") or {}).get(ISOLATE_LABEL) or ""
+    return [name for name in wanted.split(",") if name]
 
+
+def wait_result(ref: str, data: bytes) -> int:
+    """The exit code in the answer of ``POST /containers/ID/wait``; EngineError when the
+    daemon says the wait failed (what ``docker run`` reports as its own failure)."""
+    try:
+        answer = unixhttp.decode_json(data, dict)
+    except unixhttp.BadResponse as err:
+        raise EngineError(f"docker wait {ref}: {err.message}") from err
+    failure = (answer.get("Error") or {}).get("Message") if isinstance(answer.get("Error"), dict) else None
+    if failure:
+        raise EngineError(f"docker wait {ref}: {failure}")
+    code = answer.get("StatusCode")
+    if not isinstance(code, int):
+        raise EngineError(f"docker wait {ref}: the answer has no exit code")
+    return code
+
+
+class DockerContainers(DockerConnection):
     def create(self, spec: ContainerSpec) -> Container:
         if spec.name is not None:
             self.validate_name(spec.name)
@@ -106,6 +135,9 @@ class DockerContainers(DockerConnection):
                 if not net.icc:
                     self.require(Feature.NO_ICC, f"network {net.name} has no ICC")
                     labels[ISOLATE_LABEL] = net.name
+                    # Also here: a `docker start` of this container must find layer 2 closed,
+                    # even if a `network create` was killed before it installed the rules.
+                    self._ensure_layer2(net)
                 if dns and net.dns:
                     self.require(Feature.NETWORK_DNS, f"network {net.name} has DNS servers")
                 if dns and (source := self._resolv_conf(dns, dns_search)) is not None:
@@ -126,6 +158,8 @@ class DockerContainers(DockerConnection):
             host["DnsSearch"] = list(dns_search)
         if spec.auto_remove:
             host["AutoRemove"] = True
+        if spec.privileged:
+            host["Privileged"] = True
         config.update({
             "Image": spec.image,
             "Env": [f"{k}={v}" for k, v in spec.env.items()],
@@ -142,12 +176,10 @@ class DockerContainers(DockerConnection):
         if spec.command:
             config["Cmd"] = list(spec.command)
         created = self._call("POST", "/containers/create", params={"name": spec.name}, body=config,
-                             container=spec.name or "?", image=spec.image, action="create")
-        if ISOLATE_LABEL not in labels:
-            self._no_isolation.add(created["Id"])
-            if spec.name:
-                self._no_isolation.add(spec.name)
-        return self.inspect(created["Id"])
+                             container=spec.name or "?", image=spec.image, action="create", kind=dict)
+        with boundary(action="create"):
+            ref = refs.engine_id(created.get("Id"))
+        return self.inspect(ref)
 
     def _resolv_conf(self, dns: Sequence[str], dns_search: Sequence[str]) -> str | None:
         """A resolv.conf file for a bind mount, named by its content (shared, never rewritten).
@@ -168,56 +200,87 @@ class DockerContainers(DockerConnection):
             atomic_write(path, text, mode=0o644, fsync=False)
         return str(path)
 
+    def _inspect_raw(self, ref: str) -> dict[str, Any]:
+        raw: dict[str, Any] = self._call("GET", f"/containers/{refs.container(ref)}/json", container=ref, kind=dict)
+        return raw
+
     def start(self, ref: str) -> None:
+        self._start(ref, self._inspect_raw(ref))
+
+    def _start(self, ref: str, raw: dict[str, Any]) -> None:
+        """Start the inspected container ``raw``: layer 2 closed before, its ports isolated after."""
+        wanted = isolated_networks(raw) if self.locality().local else []
+        self._close_layer2(wanted)
         try:
-            self._call("POST", f"/containers/{quote_ref(ref)}/start", container=ref, action="start")
+            self._call("POST", f"/containers/{refs.container(ref)}/start", container=ref, action="start")
         except EngineError as err:
             cause = err.__cause__
             if isinstance(cause, ApiError) and cause.status in (400, 500):
                 raise StartFailed(f"cannot start {ref}: {cause.message}", classify_start_failure(cause.message)) from err
             raise
-        self._isolate_ports(ref)
+        if wanted:
+            self._isolate_ports(ref, wanted)
 
-    def _isolate_ports(self, ref: str) -> None:
+    def _close_layer2(self, wanted: Sequence[str]) -> None:
+        """Before a start: the nftables rules of each no-ICC network are in place (:mod:`.l2`;
+        after a reboot they are gone while Docker's networks stay)."""
+        for name in wanted:
+            self._ensure_layer2(self._network(name))
+
+    def _ensure_layer2(self, net: Network) -> None:
+        from . import l2
+
+        if net.icc or not net.subnet:
+            return
+        try:
+            l2.ensure(net.name, net.subnet)
+        except CmanError as err:
+            raise EngineError(f"docker: cannot close layer 2 of no-ICC network {net.name} ({err})",
+                              hint="cman needs root and nftables for no-ICC networks") from err
+
+    def _isolate_ports(self, ref: str, wanted: Sequence[str]) -> None:
         """No-ICC at layer 2: isolate the container's veth on each no-ICC cman network.
 
         Docker's enable_icc=false drops IP between peers but not ARP; bridge port
-        isolation closes layer 2 too. Runs after every start/restart through cman,
-        because Docker makes a new veth each time. If it cannot be done the container
-        is killed: it must not run with less isolation than its network promises.
+        isolation closes layer 2 too, also for frames the network's nftables rules do
+        not match (a container may send from any MAC). Runs after every start/restart
+        through cman, because Docker makes a new veth each time. If it cannot be done the
+        container is killed: it must not run with less isolation than its network promises.
         """
-        if ref in self._no_isolation or not self.locality().local:
-            return
-        raw = self._call("GET", f"/containers/{quote_ref(ref)}/json", container=ref)
-        wanted = ((raw.get("Config") or {}).get("Labels") or {}).get(ISOLATE_LABEL)
-        pid = (raw.get("State") or {}).get("Pid")
-        if not wanted or not pid:
-            return
+        pid = (self._inspect_raw(ref).get("State") or {}).get("Pid")
+        if not pid:
+            return  # already gone again: nothing is attached
         from ...network import isolation
 
-        ports = (isolation.Port(name, net.bridge) for name in wanted.split(",")
+        ports = (isolation.Port(name, net.bridge) for name in wanted
                  if (net := self._network(name)).bridge and not net.icc)
         isolation.enforce("docker", ref, int(pid), ports, stop=lambda: self.kill(ref))
 
     def start_attached(self, ref: str, io: StdIO) -> int:
-        info = self._call("GET", f"/containers/{quote_ref(ref)}/json", container=ref)
-        tty = bool(info["Config"].get("Tty"))
-        want_stdin = io.stdin is not None and bool(info["Config"].get("OpenStdin"))
-        with boundary(container=ref, action="attach"):
-            sock = self.api.hijack(
-                f"/containers/{quote_ref(ref)}/attach",
-                params={"stream": 1, "stdin": int(want_stdin), "stdout": 1, "stderr": 1},
-            )
-        try:
-            self.start(ref)
+        raw = self._inspect_raw(ref)
+        config = raw.get("Config") or {}
+        tty = bool(config.get("Tty"))
+        want_stdin = io.stdin is not None and bool(config.get("OpenStdin"))
+        # As `docker run`: the wait is registered before the start, so a command that ends
+        # at once is not missed and an auto-removed container still gives its exit code.
+        removed = bool((raw.get("HostConfig") or {}).get("AutoRemove"))
+        path = f"/containers/{refs.container(ref)}"
+        with contextlib.ExitStack() as stack:
+            with boundary(container=ref, action="wait"):
+                waiting: Stream = stack.enter_context(self.api.stream(
+                    "POST", f"{path}/wait", params={"condition": "removed" if removed else "next-exit"}))
+            with boundary(container=ref, action="attach"):
+                sock = self.api.hijack(f"{path}/attach",
+                                       params={"stream": 1, "stdin": int(want_stdin), "stdout": 1, "stderr": 1})
+            stack.callback(sock.close)
+            self._start(ref, raw)
             stream_io = StdIO(io.stdin if want_stdin else None, io.stdout, io.stderr, tty)
-            resize = self._resizer(f"/containers/{quote_ref(ref)}/resize") if tty else None
+            resize = self._resizer(f"{path}/resize") if tty else None
             from ..._sys.tty import pump_socket  # only for foreground sessions
 
             pump_socket(sock, stream_io, multiplexed=not tty, resize=resize)
-        finally:
-            sock.close()
-        return self.wait(ref)
+            with boundary(container=ref, action="wait"):
+                return wait_result(ref, waiting.read())
 
     def _resizer(self, path: str) -> Callable[[int, int], None]:
         def resize(rows: int, cols: int) -> None:
@@ -227,42 +290,58 @@ class DockerContainers(DockerConnection):
         return resize
 
     def wait(self, ref: str) -> int:
-        result = self._call("POST", f"/containers/{quote_ref(ref)}/wait", timeout=None, container=ref, action="wait")
-        return int(result.get("StatusCode", 0))
+        with boundary(container=ref, action="wait"), self.api.stream(
+                "POST", f"/containers/{refs.container(ref)}/wait") as answer:
+            return wait_result(ref, answer.read())
 
     @idempotent(is_transient)
     def stop(self, ref: str, *, timeout: float = 10) -> None:
         grace = max(0, math.ceil(timeout))
-        self._call("POST", f"/containers/{quote_ref(ref)}/stop", params={"t": grace}, timeout=grace + 60,
+        self._call("POST", f"/containers/{refs.container(ref)}/stop", params={"t": grace}, timeout=grace + 60,
                    container=ref, action="stop")
 
     def restart(self, ref: str, *, timeout: float = 10) -> None:
         grace = max(0, math.ceil(timeout))
-        self._call("POST", f"/containers/{quote_ref(ref)}/restart", params={"t": grace}, timeout=grace + 60,
+        wanted = isolated_networks(self._inspect_raw(ref)) if self.locality().local else []
+        self._close_layer2(wanted)
+        self._call("POST", f"/containers/{refs.container(ref)}/restart", params={"t": grace}, timeout=grace + 60,
                    container=ref, action="restart")
-        self._isolate_ports(ref)
+        if wanted:
+            self._isolate_ports(ref, wanted)
 
     def remove(self, ref: str, *, force: bool = False) -> None:
+        """Remove the container; ContainerNotFound when it is gone (also when the daemon
+        removed it by itself: ``--rm``). A removal already under way is waited for."""
         try:
-            self._call("DELETE", f"/containers/{quote_ref(ref)}", params={"force": force, "v": True},
+            self._call("DELETE", f"/containers/{refs.container(ref)}", params={"force": force, "v": True},
                        container=ref, action="remove")
         except Conflict as err:
+            cause = err.__cause__
+            if isinstance(cause, ApiError) and "already in progress" in cause.message:
+                self._wait_removed(ref)
+                return
             if force:
                 raise
             raise Conflict(f"container {ref} is running", hint=f"stop it first (cman stop {ref}) or use rm -f") from err
 
+    def _wait_removed(self, ref: str) -> None:
+        """Until the daemon has removed ``ref`` (an auto-removal racing ours)."""
+        with contextlib.suppress(ContainerNotFound), boundary(container=ref, action="remove"), self.api.stream(
+                "POST", f"/containers/{refs.container(ref)}/wait", params={"condition": "removed"}) as answer:
+            answer.read()
+
     def kill(self, ref: str, signal: str = "SIGKILL") -> None:
-        self._call("POST", f"/containers/{quote_ref(ref)}/kill", params={"signal": signal}, container=ref,
+        self._call("POST", f"/containers/{refs.container(ref)}/kill", params={"signal": signal}, container=ref,
                    action="kill")
 
     @idempotent(is_transient)
     def containers(self, *, all: bool = False) -> list[Container]:  # noqa: A002
-        raw = self._call("GET", "/containers/json", params={"all": all}, action="list containers")
+        raw = self._call("GET", "/containers/json", params={"all": all}, action="list containers", kind=list)
         return [container_from_summary(r) for r in raw]
 
     @idempotent(is_transient)
     def inspect(self, ref: str) -> Container:
-        return container_from_inspect(self._call("GET", f"/containers/{quote_ref(ref)}/json", container=ref))
+        return container_from_inspect(self._inspect_raw(ref))
 
     def exec(
         self,
@@ -280,8 +359,10 @@ class DockerContainers(DockerConnection):
             "Cmd": list(command),
             "Env": [f"{k}={v}" for k, v in (env or {}).items()],
         }
-        exec_id = self._call("POST", f"/containers/{quote_ref(ref)}/exec", body=config, container=ref,
-                             action="exec")["Id"]
+        created = self._call("POST", f"/containers/{refs.container(ref)}/exec", body=config, container=ref,
+                             action="exec", kind=dict)
+        with boundary(container=ref, action="exec"):
+            exec_id = refs.engine_id(created.get("Id"))
         with boundary(container=ref, action="exec"):
             sock = self.api.hijack(f"/exec/{exec_id}/start", body={"Detach": False, "Tty": io.tty})
         try:
@@ -292,17 +373,17 @@ class DockerContainers(DockerConnection):
         finally:
             sock.close()
         for _ in range(100):  # the exit code is set a moment after the stream closes
-            code = self._call("GET", f"/exec/{exec_id}/json", container=ref).get("ExitCode")
+            code = self._call("GET", f"/exec/{exec_id}/json", container=ref, kind=dict).get("ExitCode")
             if code is not None:
                 return int(code)
             time.sleep(0.02)
         raise EngineError(f"docker: exec in {ref} finished but reported no exit code")
 
     def logs(self, ref: str, *, follow: bool = False) -> Iterator[LogChunk]:
-        tty = bool(self._call("GET", f"/containers/{quote_ref(ref)}/json", container=ref)["Config"].get("Tty"))
+        tty = bool((self._inspect_raw(ref).get("Config") or {}).get("Tty"))
         params = {"stdout": 1, "stderr": 1, "follow": int(follow), "timestamps": 0}
         with boundary(container=ref, action="logs"), self.api.stream(
-            "GET", f"/containers/{quote_ref(ref)}/logs", params=params
+            "GET", f"/containers/{refs.container(ref)}/logs", params=params
         ) as body:
             if tty:
                 while chunk := body.read(65536) if not follow else body.readline():

@@ -85,7 +85,7 @@ def container_from_inspect(raw: dict[str, Any]) -> Container:
             "finished_at": state.get("FinishedAt"),
             "host_config": {
                 k: (raw.get("HostConfig") or {}).get(k)
-                for k in ("NanoCpus", "Memory", "Dns", "DnsSearch", "NetworkMode", "AutoRemove")
+                for k in ("NanoCpus", "Memory", "Dns", "DnsSearch", "NetworkMode", "AutoRemove", "Privileged")
             },
         },
     )

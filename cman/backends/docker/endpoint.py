@@ -16,6 +16,7 @@ import socket
 from urllib.parse import urlparse
 
 from ..._sys import unixhttp
+from ...errors import CmanError
 from ...models import EngineStatus
 from ..base import Locality, loopback_url
 from .api import ApiError, SdkTransport, SshTransport, Transport, UnixTransport
@@ -98,9 +99,10 @@ def probe() -> EngineStatus:
     try:
         # ssh: ConnectTimeout bounds ssh's connect and handshake, the timeout the answer.
         transport = open_transport()
-        version = transport.call("GET", "/version", timeout=10)
+        transport.ping_timeout = 10
+        version = transport.call("GET", "/version", timeout=10, kind=dict)
         transport.close()
-    except (ApiError, OSError) as err:
+    except (ApiError, OSError, CmanError) as err:
         return EngineStatus("docker", installed, False, False, endpoint=host,
                             problem=f"cannot talk to the daemon at {host}: {err}", fix=fix)
     return EngineStatus("docker", installed, True, True, version=str(version.get("Version")), endpoint=host)
@@ -111,8 +113,10 @@ def _probe_socket(path: str, host: str, installed: bool) -> EngineStatus:
         return EngineStatus("docker", installed, False, False, endpoint=host,
                             problem=f"the Docker daemon is not running (no socket at {path})",
                             fix=_fix_for_missing_daemon())
+    transport = UnixTransport(path)
+    transport.ping_timeout = 5
     try:
-        info = unixhttp.get_json(path, "/version", timeout=5)
+        info = transport.call("GET", "/version", timeout=5, kind=dict)
     except PermissionError:
         return EngineStatus("docker", installed, True, False, endpoint=host,
                             problem=f"permission denied on {path}",
@@ -121,7 +125,7 @@ def _probe_socket(path: str, host: str, installed: bool) -> EngineStatus:
         return EngineStatus("docker", installed, False, False, endpoint=host,
                             problem=f"nothing listens on {path} (stale socket: the daemon is not running)",
                             fix=_fix_for_missing_daemon())
-    except (OSError, unixhttp.HTTPStatusError, ValueError) as err:
+    except (OSError, ApiError, CmanError) as err:
         return EngineStatus("docker", installed, True, False, endpoint=host,
                             problem=f"the daemon at {path} does not answer: {err}",
                             fix="check /var/log/dockerd.log, then restart dockerd")

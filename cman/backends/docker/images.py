@@ -6,14 +6,17 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ..._sys.retry import idempotent
-from ...errors import EngineError, ImageNotFound, InUse, InvalidName, SourceUnreachable
+from ...errors import EngineError, ImageNotFound, InUse, SourceUnreachable
 from ...models import Image, ImageLayer, PruneResult, PullProgress
-from .connection import DockerConnection, boundary, is_transient, quote_ref
+from . import refs
+from .connection import DockerConnection, boundary, is_transient
 from .convert import container_name, image_from_raw, layer_from_raw
 
-IMAGE_PATTERN = r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+IMAGE_ID_RE = re.compile(r"sha256:[0-9a-f]{64}")
+"""The last progress line of an import: ``{"status": "sha256:ID"}``, the image it made."""
 DEFAULT_CMD = ("/bin/sh",)
 """CMD given to images made by ``image import`` so ``cman run -it IMAGE`` gives a shell."""
 
@@ -33,21 +36,31 @@ def repo_and_tag(ref: str) -> tuple[str, str]:
     return ref, "latest"
 
 
+def progress_error(event: dict[str, Any]) -> str | None:
+    """The error of a pull or import progress event: ``errorDetail.message`` (``error`` is
+    deprecated since API 1.48 and may be left out), or None."""
+    detail = event.get("errorDetail")
+    if not detail and "error" not in event:
+        return None
+    text = detail.get("message") if isinstance(detail, dict) else None
+    return str(text or event.get("error") or "unknown error")
+
+
+def progress_event(line: bytes, what: str) -> dict[str, Any]:
+    """One line of a progress stream (JSON object per line); EngineError for anything else."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        raise EngineError(f"docker {what}: unexpected progress line {line[:80]!r}")
+    return event
+
+
 class DockerImages(DockerConnection):
     @staticmethod
     def validate_image_name(ref: str) -> None:
-        host, sep, rest = ref.partition("/")
-        looks_like_host = sep and ("." in host or ":" in host or host == "localhost")
-        body = rest if looks_like_host else ref
-        if "@" in body:
-            body, _, digest = body.partition("@")
-            if not re.fullmatch(r"[a-z0-9]+:[a-fA-F0-9]{32,}", digest):
-                raise InvalidName(f"invalid image digest in {ref!r}")
-        if not re.fullmatch(IMAGE_PATTERN, body) or len(ref) > 255:
-            raise InvalidName(
-                f"invalid image reference {ref!r}",
-                hint="use [REGISTRY/]NAME[:TAG] with a lowercase name, e.g. 127.0.0.1:5000/cman/busybox:latest",
-            )
+        refs.check_image(ref)
 
     def pull(self, ref: str) -> Iterator[PullProgress]:
         self.validate_image_name(ref)
@@ -67,9 +80,8 @@ class DockerImages(DockerConnection):
             while line := body.readline():
                 if not line.strip():
                     continue
-                event = json.loads(line)
-                if "error" in event:
-                    text = str(event.get("error"))
+                event = progress_event(line, f"pull {ref}")
+                if (text := progress_error(event)) is not None:
                     if "not found" in text or "manifest unknown" in text:
                         raise ImageNotFound(ref, "docker", text)
                     raise EngineError(f"docker pull {ref}: {text}")
@@ -83,15 +95,16 @@ class DockerImages(DockerConnection):
 
     @idempotent(is_transient)
     def images(self) -> list[Image]:
-        return [image_from_raw(r) for r in self._call("GET", "/images/json", action="list images")]
+        return [image_from_raw(r) for r in self._call("GET", "/images/json", action="list images", kind=list)]
 
     @idempotent(is_transient)
     def image_inspect(self, ref: str) -> Image:
-        return image_from_raw(self._call("GET", f"/images/{quote_ref(ref)}/json", image=ref))
+        return image_from_raw(self._call("GET", f"/images/{refs.image(ref)}/json", image=ref, kind=dict))
 
     @idempotent(is_transient)
     def image_history(self, ref: str) -> list[ImageLayer]:
-        return [layer_from_raw(layer) for layer in self._call("GET", f"/images/{quote_ref(ref)}/history", image=ref)]
+        layers = self._call("GET", f"/images/{refs.image(ref)}/history", image=ref, kind=list)
+        return [layer_from_raw(layer) for layer in layers]
 
     def image_remove(self, ref: str, *, force: bool = False) -> None:
         image_id = self.image_inspect(ref).id
@@ -99,14 +112,16 @@ class DockerImages(DockerConnection):
             users = self._containers_using(image_id)
             if users:
                 raise InUse.image(ref, users)
-        self._call("DELETE", f"/images/{quote_ref(ref)}", params={"force": force}, image=ref, action="remove image")
+        self._call("DELETE", f"/images/{refs.image(ref)}", params={"force": force}, image=ref, action="remove image")
 
     def _containers_using(self, image_id: str) -> list[str]:
-        found = self._call("GET", "/containers/json", params={"all": True, "filters": {"ancestor": [image_id]}})
+        found = self._call("GET", "/containers/json", params={"all": True, "filters": {"ancestor": [image_id]}},
+                           kind=list)
         return [container_name(c) for c in found]
 
     def image_prune(self) -> PruneResult:
-        result = self._call("POST", "/images/prune", params={"filters": {"dangling": ["true"]}}, action="prune images")
+        result = self._call("POST", "/images/prune", params={"filters": {"dangling": ["true"]}}, action="prune images",
+                            kind=dict)
         deleted = tuple(str(d.get("Deleted") or d.get("Untagged")) for d in (result.get("ImagesDeleted") or []))
         return PruneResult(removed=deleted, reclaimed_bytes=result.get("SpaceReclaimed"))
 
@@ -119,7 +134,14 @@ class DockerImages(DockerConnection):
             params={"fromSrc": "-", "repo": repo, "tag": tag, "changes": f"CMD {cmd}"},
             data=data, content_type="application/x-tar",
         ) as body:
+            made = None
             for line in body.read().splitlines():
-                if line.strip() and "error" in (event := json.loads(line)):
-                    raise EngineError(f"docker import {name}: {event['error']}")
-        return self.image_inspect(f"{repo}:{tag}")
+                event = progress_event(line, f"import {name}") if line.strip() else {}
+                if (text := progress_error(event)) is not None:
+                    raise EngineError(f"docker import {name}: {text}")
+                status = str(event.get("status") or "")
+                if IMAGE_ID_RE.fullmatch(status):
+                    made = status
+        # By the ID the daemon reports: the name may already be on another import's image
+        # (parallel imports under one name).
+        return self.image_inspect(made or f"{repo}:{tag}")

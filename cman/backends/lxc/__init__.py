@@ -14,19 +14,20 @@ its own network records, and reads every state back from the tools.
 - :mod:`.images` over :mod:`.store`: cman's image store of rootfs tarballs;
 - :mod:`.networks` over :mod:`.net`: networks as cman's records, a bridge of cman's own,
   veths with addresses cman allocates, no ICC with isolated bridge ports;
+- :mod:`.idmap`: unprivileged containers (the id map, the shifted rootfs, AppArmor);
+- :mod:`.leftovers`: what a killed cman left, found and removed (``system prune``);
 - :mod:`.convert`: cman's records as cman models.
 """
 
 from __future__ import annotations
 
 from ..base import Feature
-from .containers import LxcContainers
-from .images import LxcImages
-from .networks import LxcNetworks
+from .leftovers import LxcLeftovers
 
 
-class LxcBackend(LxcContainers, LxcImages, LxcNetworks):
-    """Raw LXC through the lxc-* tools. See the package docstring for the parts."""
+class LxcBackend(LxcLeftovers):
+    """Raw LXC through the lxc-* tools. See the package docstring for the parts (the
+    mixins: LxcLeftovers over LxcContainers, LxcImages and LxcNetworks)."""
 
     name = "lxc"
     # No daemon: no remote endpoint, and template pulls report no byte progress.

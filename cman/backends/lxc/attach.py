@@ -15,12 +15,22 @@
 
 Exit codes are lxc-attach's: the command's code, 126/127 when it cannot be executed,
 128+N when it was killed by signal N.
+
+**The environment never goes on argv** (``--set-var K=V`` would show every value in
+``/proc/PID/cmdline`` to any local user for as long as the command runs): lxc-attach
+itself gets the command's environment, and ``--clear-env --keep-var K`` (names only)
+passes it on. A process's environment is readable only by its owner. Variables the
+host's dynamic loader and C library read when lxc-attach itself starts (``LD_PRELOAD``,
+``LD_LIBRARY_PATH``, ... :data:`HOST_READ`) must not act on the host: they travel
+under another name and a constant ``/bin/sh`` script (:data:`RESTORE`) gives them their
+own name back inside the container just before the command.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -53,13 +63,38 @@ def attach_env(container_env: Mapping[str, str], extra: Mapping[str, str] | None
     return env
 
 
-def attach_argv(lxcpath: str, name: str, command: Sequence[str], env: Mapping[str, str]) -> list[str]:
+HOST_READ = (
+    "GCONV_PATH", "GLIBC_TUNABLES", "LD_ASSUME_KERNEL", "LD_AUDIT", "LD_BIND_NOT", "LD_BIND_NOW", "LD_DEBUG",
+    "LD_DEBUG_OUTPUT", "LD_DYNAMIC_WEAK", "LD_HWCAP_MASK", "LD_LIBRARY_PATH", "LD_ORIGIN_PATH",
+    "LD_POINTER_GUARD", "LD_PREFER_MAP_32BIT_EXEC", "LD_PRELOAD", "LD_PROFILE", "LD_PROFILE_OUTPUT",
+    "LD_SHOW_AUXV", "LD_TRACE_LOADED_OBJECTS", "LD_USE_LOAD_BIAS", "LD_VERBOSE", "LD_WARN", "LOCPATH",
+    "MALLOC_CHECK_", "MALLOC_PERTURB_", "MALLOC_TRACE",
+)
+"""Variables glibc's loader and libc act on when a program starts (ld.so(8), glibc's unsecvars.h)."""
+CARRIER = "CMAN_HOSTENV_"
+"""The name a :data:`HOST_READ` variable travels under, through lxc-attach."""
+RESTORE = "".join(
+    f'if [ -n "${{{CARRIER}{n}+x}}" ]; then export {n}="${CARRIER}{n}"; unset {CARRIER}{n}; fi; ' for n in HOST_READ
+) + 'exec "$@"'
+"""Constant: gives each carried variable its own name back, then runs the command ("$@")."""
+
+
+def _program(name: str) -> str:
+    """``name`` found on cman's PATH: the child's PATH is the container's, maybe the user's."""
+    return shutil.which(name) or name
+
+
+def attach_argv(lxcpath: str, name: str, command: Sequence[str],
+                env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The lxc-attach command line (variable names only) and the environment to start it with."""
     if not command:
         raise InvalidValue("COMMAND", "", "give a command to run")
-    argv = ["lxc-attach", "-P", lxcpath, "-n", name, "--clear-env"]
-    for key, value in env.items():
-        argv += ["--set-var", f"{key}={value}"]
-    return [*argv, "--", *command]
+    carried = {(f"{CARRIER}{k}" if k in HOST_READ else k): v for k, v in env.items()}
+    argv = [_program("lxc-attach"), "-P", lxcpath, "-n", name, "--clear-env",
+            *(f"--keep-var={key}" for key in carried)]
+    if any(k in HOST_READ for k in env):
+        command = ["/bin/sh", "-c", RESTORE, "cman-env", *command]
+    return [*argv, "--", *command], carried
 
 
 def _code(returncode: int) -> int:
@@ -74,14 +109,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def run_attached(argv: Sequence[str], io: StdIO, *, tty: bool) -> int:
-    """Run ``argv`` (an lxc-attach command line) with ``io``; return the exit code."""
+def run_attached(argv: Sequence[str], io: StdIO, *, tty: bool, env: Mapping[str, str]) -> int:
+    """Run ``argv`` (an lxc-attach command line) in ``env`` with ``io``; return the exit code."""
     for stream in (io.stdout, io.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     if tty:
-        return _run_on_pty(argv, io)
-    return _run_piped(argv, io)
+        return _run_on_pty(argv, io, env)
+    return _run_piped(argv, io, env)
 
 
 class _PtyInbound:
@@ -106,7 +141,7 @@ class _PtyInbound:
             self.send(b"\x04")
 
 
-def _run_on_pty(argv: Sequence[str], io: StdIO) -> int:
+def _run_on_pty(argv: Sequence[str], io: StdIO, env: Mapping[str, str]) -> int:
     """cman sits between the caller's streams and lxc-attach on a pty pair of its own.
 
     lxc-attach sees a terminal (so it gives the command a pty in the container, and
@@ -123,7 +158,8 @@ def _run_on_pty(argv: Sequence[str], io: StdIO) -> int:
     try:
         # lxc-attach talks to its controlling terminal (/dev/tty), not to its stdin: give it
         # a session of its own whose controlling terminal is our pty (util-linux setsid -c).
-        proc = spawn(["setsid", "--ctty", *argv], stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+        proc = spawn([_program("setsid"), "--ctty", *argv], stdin=slave, stdout=slave, stderr=slave,
+                     close_fds=True, env=dict(env))
     except BaseException:
         os.close(master)
         os.close(slave)
@@ -179,7 +215,7 @@ def _feed(source: IO[bytes], sink: IO[bytes]) -> None:
             sink.close()
 
 
-def _run_piped(argv: Sequence[str], io: StdIO) -> int:
+def _run_piped(argv: Sequence[str], io: StdIO, env: Mapping[str, str]) -> int:
     stdin_fd = _tty.fileno(io.stdin)
     stdin: Any
     if io.stdin is None:
@@ -188,7 +224,7 @@ def _run_piped(argv: Sequence[str], io: StdIO) -> int:
         stdin = stdin_fd  # a file or a pipe: hand it over, EOF works by itself
     else:
         stdin = subprocess.PIPE  # an in-memory stream, or a terminal that must not become a pty
-    proc = spawn(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = spawn(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(env))
     try:
         if stdin is subprocess.PIPE and io.stdin is not None and proc.stdin is not None:
             threading.Thread(target=_feed, args=(io.stdin, proc.stdin), daemon=True).start()

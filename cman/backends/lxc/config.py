@@ -1,7 +1,7 @@
 """A container's LXC config file, written by cman from the container's settings.
 
-Every value is checked with :func:`~cman.validate.check_config_value` and every key must
-be an ``lxc.*`` key before anything is written, so no setting can add a line of its own
+Every value is checked with :func:`check_lxc_value` (LXC must read it back exactly, on
+one line) and every key must be an ``lxc.*`` key before anything is written, so no setting can add a line of its own
 (an ``lxc.hook.*`` smuggled in after a newline). Of an image's config only the keys of
 :data:`~.store.TEMPLATE_CONFIG_KEYS` are kept. The file is replaced atomically, and it
 is the last file create writes: only then does ``lxc-ls`` see the container.
@@ -13,15 +13,16 @@ import contextlib
 import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..._sys import files as _files
 from ...errors import InvalidValue, Unsupported
-from ...validate import check_config_value
 from ..base import Feature
 from . import net
+from .idmap import IdMap, host_has_apparmor
 from .store import TEMPLATE_CONFIG_KEYS
-from .tools import Paths
+from .tools import Paths, check_lxc_value, config_values
 
 if TYPE_CHECKING:
     from ...cgroups import CgroupMounts
@@ -83,16 +84,19 @@ def limits_of(spec: ContainerSpec) -> list[tuple[str, str]]:
 
 
 def render_config(entries: Sequence[Entry]) -> str:
-    """Config text from (key, value) pairs and comment strings; every value is checked first."""
+    """Config text from (key, value) pairs and comment strings; every value is checked
+    first (:func:`check_lxc_value`), so each entry is exactly one line."""
     lines: list[str] = []
     for entry in entries:
         if isinstance(entry, str):
+            if entry:
+                check_lxc_value("LXC config comment", f"# {entry}")
             lines.append(f"# {entry}" if entry else "")
             continue
         key, value = entry
         if not _CONFIG_KEY.fullmatch(key):
             raise InvalidValue("LXC config key", key, "not an lxc.* key")
-        lines.append(f"{key} = {check_config_value(key, value)}")
+        lines.append(f"{key} = {check_lxc_value(key, value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -106,21 +110,56 @@ def network_settings(paths: Paths, network: Network | None, address: str | None)
                             net.new_hwaddr())
 
 
+def security_entries(idmap: IdMap | None, *, apparmor: bool, common: str | None) -> list[Entry]:
+    """The confinement of a container: unprivileged (``idmap``) or privileged (None).
+
+    - Unprivileged: LXC's ``userns.conf`` (beside ``common.conf``), the id map, and where
+      the host has AppArmor LXC's generated profile.
+    - Privileged (``--privileged``): no id map, and where the host has AppArmor no
+      profile either (``unconfined``).
+
+    Without AppArmor on the host no profile key is written at all (LXC would only warn).
+    """
+    entries: list[Entry] = []
+    if idmap is None:
+        entries.append("privileged (--privileged): no user namespace" + (", no AppArmor profile" if apparmor else ""))
+        if apparmor:
+            entries.append(("lxc.apparmor.profile", "unconfined"))
+        return entries
+    userns = os.path.join(os.path.dirname(common), "userns.conf") if common else None
+    entries.append("unprivileged: the container's ids 0-65535 are the host's subordinate ids")
+    if userns and os.path.isfile(userns):
+        entries.append(("lxc.include", userns))
+    entries += idmap.entries()
+    if apparmor:
+        entries.append(("lxc.apparmor.profile", "generated"))
+    return entries
+
+
 def config_entries(paths: Paths, spec: ContainerSpec, image: dict[str, Any], limits: list[tuple[str, str]],
-                   network: Network | None = None, address: str | None = None) -> list[Entry]:
-    """Everything a container's config holds, from its spec, its image and its network."""
+                   network: Network | None = None, address: str | None = None, *,
+                   idmap: IdMap | None = None, apparmor: bool | None = None) -> list[Entry]:
+    """Everything a container's config holds, from its spec, its image and its network.
+
+    ``idmap`` is required unless the spec is privileged; ``apparmor`` defaults to what the
+    host has.
+    """
+    if idmap is None and not spec.privileged:
+        raise ValueError("an unprivileged container needs an id map")
     common = next((c for c in COMMON_CONF if os.path.isfile(c)), None)
     entries: list[Entry] = [
         "Written by cman (LXC backend) from the container's settings; cman.json holds the rest.",
     ]
     if common:
         entries.append(("lxc.include", common))
+    entries += security_entries(None if spec.privileged else idmap,
+                                apparmor=host_has_apparmor() if apparmor is None else apparmor, common=common)
     if image.get("architecture"):
         entries.append(("lxc.arch", str(image["architecture"])))
     entries += [
+        "",
         ("lxc.rootfs.path", f"dir:{paths.rootfs}"),
         ("lxc.uts.name", paths.name),
-        ("lxc.apparmor.profile", "unconfined"),
         ("lxc.console.logfile", str(paths.console)),
         ("lxc.log.file", str(paths.lxclog)),
         "",
@@ -139,3 +178,16 @@ def config_entries(paths: Paths, spec: ContainerSpec, image: dict[str, Any], lim
 def write_config(paths: Paths, config: str) -> None:
     """Replace the container's config atomically (lxc-start may read it at any time)."""
     _files.atomic_write(paths.config, config)
+
+
+def mapped_root(config: Path) -> tuple[int, int] | None:
+    """The host (uid, gid) of the container's root from the config's ``lxc.idmap`` lines;
+    None for a container without a user namespace (its root is the host's)."""
+    ids: dict[str, int] = {}
+    for _key, value in config_values(config, ("lxc.idmap",)):
+        parts = value.split()
+        if len(parts) == 4 and parts[0] in ("u", "g") and parts[1] == "0" and parts[2].isdigit():
+            ids.setdefault(parts[0], int(parts[2]))
+    if "u" in ids and "g" in ids:
+        return ids["u"], ids["g"]
+    return None

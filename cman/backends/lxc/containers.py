@@ -11,7 +11,12 @@
 - With no CMD: ``run -d`` boots the container and leaves init running (a plain system
   container, until ``cman stop``); ``run -i``/``-it`` runs the image's default command
   (``/bin/sh``); ``run`` without ``-i`` boots the container and returns 0.
-- ``--rm`` with ``-d`` sets ``lxc.ephemeral = 1``: LXC destroys the container when it stops.
+- ``--rm`` (``auto_remove``, foreground or ``-d``) sets ``lxc.ephemeral = 1``: LXC destroys
+  the container when it stops, also when cman was killed meanwhile. ``wait``, ``inspect``
+  and ``remove`` expect it to vanish at any moment.
+- Unprivileged by default (:mod:`.idmap`): a user namespace over the subordinate ids of
+  the user running cman, a rootfs shifted to them, LXC's generated AppArmor profile where
+  the host has AppArmor. ``--privileged`` drops all three.
 - ``logs`` prints the job's output; a container without a job shows init's console log
   (``logs -f`` follows it until the container stops).
 - ``--env`` applies to the command and to ``exec``, not to init. Labels live in cman.json.
@@ -25,47 +30,83 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 from ... import jobs
 from ..._sys import files as _files
 from ..._sys import proc as _proc
 from ..._sys.times import now_iso
-from ...errors import CmanError, Conflict, ContainerNotFound, EngineError, InvalidValue, NameInUse
+from ...errors import CmanError, Conflict, ContainerNotFound, EngineError, ExitCode, InvalidValue, NameInUse
 from ...models import Container, ContainerSpec, LogChunk, State, StdIO
 from ...validate import check_config_value
 from . import net
 from .config import config_entries, limits_of, render_config, write_config
 from .convert import to_container
-from .jobhost import LxcJobHost, job_end
+from .idmap import IdMap, check_reachable, host_idmap, prepare_container_dir
+from .jobhost import LxcJobHost, job_end, wait_ephemeral
 from .networks import LxcNetworks
-from .tools import RUNNING, Paths, first_error, info, parse_ls
+from .tools import NEW_DIR_PREFIX, RUNNING, Paths, first_error, info, parse_ls
 
 
 class StartFailed(EngineError):
     """lxc-start returned, but the container is not running."""
 
 
+class CommandNotRunnable(CmanError):
+    """The container started, but its command cannot be executed in it (126 or 127)."""
+
+    def __init__(self, message: str, code: ExitCode) -> None:
+        super().__init__(message, hint="check the command, the image and the container's PATH")
+        self.exit_code = code
+
+
+CHECK_COMMAND = (
+    'c=$1; case $c in */*) if [ ! -e "$c" ]; then echo 127; elif [ -d "$c" ] || [ ! -x "$c" ]; then echo 126; '
+    'else echo 0; fi;; *) if command -v -- "$c" >/dev/null 2>&1; then echo 0; else echo 127; fi;; esac'
+)
+"""Constant: prints 0, 126 (not executable) or 127 (not found) for the command name "$1",
+as the shell that will run it resolves it (builtins, PATH)."""
+
+
 class LxcContainers(LxcJobHost, LxcNetworks):
-    def create(self, spec: ContainerSpec) -> Container:
-        name = spec.name if spec.name is not None else f"cman-{os.urandom(4).hex()}"
-        self.validate_name(name)
-        joining = self._check_network_options(spec)
-        check_config_value("image", spec.image)
-        limits = limits_of(spec)
-        paths = self._paths(name)
+    @classmethod
+    def validate_spec(cls, spec: ContainerSpec) -> None:
+        """Variable names become names in lxc-attach's environment and on its argv."""
         for key in spec.env:
             if not key or "=" in key or "\0" in key:
                 raise InvalidValue("-e/--env", key, "bad variable name")
-        made = False
+
+    def create(self, spec: ContainerSpec) -> Container:
+        name = spec.name if spec.name is not None else f"cman-{os.urandom(4).hex()}"
+        self.validate_name(name)
+        self.validate_spec(spec)
+        joining = self._check_network_options(spec)
+        check_config_value("image", spec.image)
+        limits = limits_of(spec)
+        idmap = None if spec.privileged else host_idmap()
+        paths = self._paths(name)
         with _files.locked(self._lock_path):
             if paths.dir.exists():
                 raise NameInUse(name, "lxc")
             with self.store.lock():
                 image = self.store.get(spec.image)
-                config = render_config(config_entries(paths, spec, image, limits))
+                config = render_config(config_entries(paths, spec, image, limits, idmap=idmap))
+                if idmap is not None:  # after every check of the input: bad input is exit 2 first
+                    check_reachable(self.lxcpath, idmap)
+                # Until its config exists this is a half-made container, marked with whose
+                # it is from the start (made under a temporary name, then renamed), so
+                # prune_leftovers never touches one that a live cman is making.
+                mark = _proc.mark()
+                work = Path(self.lxcpath) / f"{NEW_DIR_PREFIX}{mark.replace(':', '-')}-{os.urandom(4).hex()}"
                 try:
-                    paths.dir.mkdir(mode=0o770)
-                    made = True
+                    prepare_container_dir(work, idmap)
+                    _files.atomic_write(work / paths.creating.name, mark, mode=0o600)
+                    work.rename(paths.dir)
+                except BaseException:
+                    shutil.rmtree(work, ignore_errors=True)
+                    raise
+                try:
                     _files.write_json(paths.meta, {
                         "managed": True,
                         "name": name,
@@ -80,37 +121,44 @@ class LxcContainers(LxcJobHost, LxcNetworks):
                         "cpus": spec.cpus,
                         "memory": spec.memory,
                         "auto_remove": spec.auto_remove,
+                        "privileged": spec.privileged,
+                        "idmap": [idmap.uid, idmap.gid, idmap.count] if idmap else None,
                         "created": now_iso(),
                         "network": None,
                         "ip": None,
                         "dns": list(spec.dns),
                         "dns_search": list(spec.dns_search),
-                    })
+                    }, mode=0o600)  # the environment may hold secrets
                     _files.write_json(paths.state, {"run": 0, "started": None, "finished": None, "exit_code": None})
-                    paths.rootfs.mkdir(mode=0o755)
-                    tarball = self.store.tarball_of(image)
-                    argv = ["tar", "-xf", str(tarball), "-C", str(paths.rootfs), "--numeric-owner"]
-                    prefix = str(image.get("rootfs_prefix") or "")
-                    if prefix:
-                        argv += [f"--strip-components={prefix.count('/') + 1}", prefix]
-                    _proc.run(argv, timeout=900, backend="lxc")
+                    self._make_rootfs(paths, image, idmap)
                     if joining is None:
-                        net.write_dns(paths.rootfs, None, spec)
+                        net.write_dns(paths.rootfs, None, spec, owner=idmap.root if idmap else None)
                         write_config(paths, config)  # last: only now does lxc-ls see the container
                 except BaseException:
-                    if made:
-                        shutil.rmtree(paths.dir, ignore_errors=True)
+                    shutil.rmtree(paths.dir, ignore_errors=True)
                     raise
         if joining is not None:
             # The address is allocated under the host-wide network lock, taken without the
             # LXC path's lock held (lock order); until the config exists no other cman
             # process sees this container, and the directory keeps its name taken.
             try:
-                self._join_network(paths, spec, image, limits, str(joining["name"]))
+                self._join_network(paths, spec, image, limits, str(joining["name"]), idmap)
             except BaseException:
                 shutil.rmtree(paths.dir, ignore_errors=True)
                 raise
+        paths.creating.unlink(missing_ok=True)
         return self.inspect(name)
+
+    def _make_rootfs(self, paths: Paths, image: dict[str, Any], idmap: IdMap | None) -> None:
+        """The image's rootfs as the container's: unpacked as it is for a privileged
+        container, a copy of the image's shifted rootfs for an unprivileged one."""
+        if idmap is None:
+            paths.rootfs.mkdir(mode=0o755)
+            self.store.unpack(image, paths.rootfs)
+            return
+        source = self.store.shifted_rootfs(image, idmap)
+        _proc.run(["cp", "-a", "--reflink=auto", "--", str(source), str(paths.rootfs)], timeout=900,
+                  backend="lxc")
 
     def _boot(self, paths: Paths) -> int | None:
         """Start the container unless it runs; return its init PID."""
@@ -147,21 +195,53 @@ class LxcContainers(LxcJobHost, LxcNetworks):
         st, _ = self._info(paths)
         if st in RUNNING:
             return
+        meta = self._meta(paths)
+        before = _files.read_json(paths.state) or {}
         self._boot(paths)
-        command = self._meta(paths).get("command") or []
+        command = meta.get("command") or []
         if command:
+            self._check_command(paths, command, meta, before)
             jobs.launch(self, paths.name, command)
 
     def start_attached(self, ref: str, io: StdIO) -> int:
         paths = self._existing(ref)
         meta = self._meta(paths)
+        before = _files.read_json(paths.state) or {}
         self._boot(paths)
         command = list(meta.get("command") or [])
         if not command and io.stdin is not None:
             command = list(meta.get("default_command") or ["/bin/sh"])
         if not command:
             return 0  # a system container was asked for: it stays up
+        self._check_command(paths, command, meta, before)
         return jobs.run_foreground(self, paths.name, command, io)
+
+    def _check_command(self, paths: Paths, command: Sequence[str], meta: dict[str, Any],
+                       before: dict[str, Any]) -> None:
+        """Can the container run ``command``? If not, its start failed, as Docker's does when
+        the command cannot be executed: the container is stopped, its state goes back to
+        what it was (a new one is "created", so ``run`` removes it), and the error carries
+        126 or 127. Checked in the container, with the job's environment (its PATH)."""
+        from .attach import attach_argv, attach_env
+
+        argv, env = attach_argv(self.lxcpath, paths.name, ["/bin/sh", "-c", CHECK_COMMAND, "cman-check", command[0]],
+                                attach_env(meta.get("env") or {}, None, tty=False))
+        done = _proc.run(argv, env=env, timeout=60, check=False, backend="lxc")
+        verdict = done.stdout.strip()
+        if verdict == "0":
+            return
+        code = {"126": ExitCode.CANNOT_INVOKE, "127": ExitCode.COMMAND_NOT_FOUND}.get(verdict)
+        with contextlib.suppress(CmanError):
+            self._tool("lxc-stop", "-n", paths.name, "-k", timeout=60, check=False)
+        if paths.config.exists():
+            with contextlib.suppress(OSError, CmanError):
+                self._update_state(paths, started=before.get("started"), finished=before.get("finished"))
+        if code is None:
+            detail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+            raise StartFailed(f"lxc: cannot run a command in {paths.name}: {detail}",
+                              hint="the image needs /bin/sh for cman's job runner")
+        why = "not found" if code == ExitCode.COMMAND_NOT_FOUND else "not an executable file"
+        raise CommandNotRunnable(f"lxc: cannot run {command[0]!r} in {paths.name}: {why}", code)
 
     def stop(self, ref: str, *, timeout: float = 10) -> None:
         paths = self._existing(ref)
@@ -233,9 +313,10 @@ class LxcContainers(LxcJobHost, LxcNetworks):
     def inspect(self, ref: str) -> Container:
         paths = self._existing(ref)
         st, pid = self._info(paths)
-        if st is None:
-            raise ContainerNotFound(ref, "lxc")
-        return self._container(paths, st, pid)
+        container = self._container(paths, st, pid) if st is not None else None
+        if container is None or (container.managed is False and not paths.config.is_file()):
+            raise ContainerNotFound(ref, "lxc")  # gone, or destroyed while it was read (ephemeral)
+        return container
 
     def exec(
         self,
@@ -253,8 +334,9 @@ class LxcContainers(LxcJobHost, LxcNetworks):
             raise Conflict(f"container {paths.name} is not running",
                            hint=f"start it first: cman start lxc:{paths.name}")
         meta = self._meta(paths)
-        argv = attach_argv(self.lxcpath, paths.name, command, attach_env(meta.get("env") or {}, env, tty=io.tty))
-        return run_attached(argv, io, tty=io.tty)
+        argv, attach_environ = attach_argv(self.lxcpath, paths.name, command,
+                                           attach_env(meta.get("env") or {}, env, tty=io.tty))
+        return run_attached(argv, io, tty=io.tty, env=attach_environ)
 
     def logs(self, ref: str, *, follow: bool = False) -> Iterator[LogChunk]:
         """The job's output; for a container without a job, init's console log."""
@@ -274,9 +356,15 @@ class LxcContainers(LxcJobHost, LxcNetworks):
 
     def wait(self, ref: str) -> int:
         """Until the container stops (it stops when its command exits); the command's exit
-        code, or 0 for a container without a command."""
+        code, or 0 for a container without a command. An ephemeral container (``--rm``)
+        may be gone by then: see :func:`.jobhost.wait_ephemeral`."""
         paths = self._existing(ref)
-        if self._meta(paths).get("command"):
+        meta = self._meta(paths)
+        if not meta and not paths.config.is_file():
+            raise ContainerNotFound(ref, "lxc")  # destroyed between the two looks
+        if meta.get("command") and meta.get("auto_remove"):
+            return wait_ephemeral(self, paths)
+        if meta.get("command"):
             return jobs.wait(self, paths.name)
         while self.job_state(paths.name) not in (None, State.STOPPED, State.DEAD):
             time.sleep(jobs.POLL)

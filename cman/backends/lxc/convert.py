@@ -77,6 +77,8 @@ def to_container(paths: Paths, st: str | None, pid: int | None, meta: Mapping[st
             "cpus": meta.get("cpus"),
             "memory": meta.get("memory"),
             "auto_remove": bool(meta.get("auto_remove")),
+            "privileged": bool(meta.get("privileged")),
+            "idmap": meta.get("idmap"),
             "started_at": run.get("started"),
             "finished_at": run.get("finished"),
             "console_log": str(paths.console),

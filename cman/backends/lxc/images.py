@@ -2,9 +2,10 @@
 
 An image is a rootfs tarball: imported (``cman image import``) or built by an LXC
 template (``pull template:busybox``, or ``pull DIST/RELEASE[/ARCH]`` with the ``download``
-template and an image server). A container's rootfs is a copy, so removing an image
-never breaks a container; removal is refused while a container was made from it, unless
-forced. Changes hold the LXC path's lock, then the store's.
+template and an image server). A container's rootfs is a copy (of the image's rootfs shifted
+for the id map, for an unprivileged container: a cache in the image's folder that goes
+with the image), so removing an image never breaks a container; removal is refused while
+a container was made from it, unless forced. Changes hold the LXC path's lock, then the store's.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class LxcImages(LxcConnection):
         work = self.store.new_workdir()
         tmp_name = "cman-pull"
         conf = work / "create.conf"
-        conf.write_text(render_config([("lxc.net.0.type", "empty"), ("lxc.apparmor.profile", "unconfined")]))
+        conf.write_text(render_config([("lxc.net.0.type", "empty")]))  # never started: no confinement to set
         try:
             yield PullProgress(None, f"creating a rootfs with LXC's {template} template")
             argv = ["-n", tmp_name, "-t", template, "-f", str(conf)]

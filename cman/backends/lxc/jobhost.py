@@ -7,14 +7,20 @@ container's cgroups, so their CPU and memory are accounted to the container.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 import subprocess
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from ... import jobs
 from ..._sys import files as _files
-from ...errors import EngineError
+from ...errors import CmanError, ContainerNotFound, EngineError
 from ...models import State, StdIO
+from .config import mapped_root
 from .connection import LxcConnection
 from .convert import STATES
 from .tools import Paths, config_values
@@ -35,9 +41,14 @@ class LxcJobHost(LxcConnection):
             raise EngineError(f"lxc: cannot read {path} in {ref}: {err.strerror or err}") from err
 
     def write_file(self, ref: str, path: str, data: bytes) -> None:
+        """Written as the container's root (the mapped one in an unprivileged container), so
+        the job inside can write the file too. Refused once the container is gone (an
+        ephemeral one that LXC is destroying: a new file would stand in its way)."""
         paths = self._paths(ref)
+        if not paths.config.is_file():
+            raise ContainerNotFound(ref, "lxc")
         try:
-            _files.write_beneath(paths.rootfs, path, data)
+            _files.write_beneath(paths.rootfs, path, data, owner=mapped_root(paths.config))
         except OSError as err:
             raise EngineError(f"lxc: cannot write {path} in {ref}: {err.strerror or err}") from err
 
@@ -46,8 +57,8 @@ class LxcJobHost(LxcConnection):
 
         meta = self._meta(self._paths(ref))
         tty = io.tty or bool(meta.get("tty"))
-        argv = attach_argv(self.lxcpath, ref, command, attach_env(meta.get("env") or {}, None, tty=tty))
-        return run_attached(argv, StdIO(io.stdin, io.stdout, io.stderr, tty), tty=tty)
+        argv, env = attach_argv(self.lxcpath, ref, command, attach_env(meta.get("env") or {}, None, tty=tty))
+        return run_attached(argv, StdIO(io.stdin, io.stdout, io.stderr, tty), tty=tty, env=env)
 
     def exec_detached(self, ref: str, argv: Sequence[str]) -> None:
         """lxc-attach in a session of its own, not waited for: it lives as long as the job."""
@@ -55,10 +66,10 @@ class LxcJobHost(LxcConnection):
 
         paths = self._paths(ref)
         meta = self._meta(paths)
-        full = attach_argv(self.lxcpath, ref, argv, attach_env(meta.get("env") or {}, None, tty=False))
+        full, env = attach_argv(self.lxcpath, ref, argv, attach_env(meta.get("env") or {}, None, tty=False))
         with open(paths.lxclog, "ab") as errors:
             spawn(full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
-                  start_new_session=True, close_fds=True)
+                  start_new_session=True, close_fds=True, env=env)
 
     def halt_signal(self, ref: str) -> int:
         """``lxc.signal.halt`` of the container's config (the image's template may set it), else SIGPWR."""
@@ -79,3 +90,70 @@ def job_end(paths: Paths) -> tuple[int, datetime | None]:
         return jobs.KILLED_EXIT, None
     when = datetime.fromtimestamp(st.st_mtime, tz=UTC) if st is not None else None
     return (jobs.KILLED_EXIT if code is None else code), when
+
+
+def wait_ephemeral(host: LxcJobHost, paths: Paths) -> int:
+    """The job's exit code of an ephemeral container, which LXC destroys (rootfs and all) as
+    soon as it stops: too soon to read ``job.rc`` after the stop, and a look while it runs
+    can come just before the code is written.
+
+    So a descriptor of ``job.rc`` is held open while the container runs (opened again
+    when the file is replaced, on a restart). The job writes its code into that file in
+    place (``echo $? > job.rc``), and an open file outlives its name: once the container
+    is gone the code is read from the descriptor. KILLED_EXIT when no code was written.
+    """
+    fd: int | None = None
+    try:
+        while True:
+            state = host.job_state(paths.name)
+            if state in (None, State.STOPPED, State.DEAD):
+                break
+            try:
+                current = _files.stat_beneath(paths.rootfs, jobs.JOB_RC)
+            except OSError:  # gone meanwhile, or a symlink planted on the way: not ours to follow
+                current = None
+            if current is not None and (fd is None or os.fstat(fd).st_ino != current.st_ino):
+                fresh = open_regular_beneath(paths.rootfs, jobs.JOB_RC)
+                if fresh is not None:
+                    if fd is not None:
+                        os.close(fd)
+                    fd = fresh
+            time.sleep(jobs.POLL)
+        if state is not None:
+            with contextlib.suppress(CmanError):
+                code = jobs.parse_rc(host.read_file(paths.name, jobs.JOB_RC))
+                if code is not None:
+                    return code
+        code = jobs.parse_rc(os.pread(fd, 64, 0)) if fd is not None else None
+        return jobs.KILLED_EXIT if code is None else code
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def open_regular_beneath(root: Path, relpath: str) -> int | None:
+    """A read-only descriptor of the regular file ``root/relpath``, reached without following
+    any symlink (as :func:`cman._sys.files.read_beneath` reads); None when it is missing or
+    not a regular file. O_NONBLOCK: a FIFO planted by the container must not block cman."""
+    parts = [p for p in relpath.strip("/").split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise ValueError(f"not a plain relative path: {relpath!r}")
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(root, flags | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        for part in parts[:-1]:
+            step = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = step
+        leaf = os.open(parts[-1], flags, dir_fd=fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(leaf).st_mode):
+        os.close(leaf)
+        return None
+    return leaf

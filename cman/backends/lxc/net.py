@@ -48,11 +48,37 @@ if TYPE_CHECKING:
     from ...models import ContainerSpec
     from ...network import Network, NetworkSpec
 
+BRIDGE_MARK = "cman:lxc:"
+"""The ``ip link`` alias of a bridge cman made for an LXC network: ``cman:lxc:NETWORK:PATHID``."""
 RECORDS_DIR = ".cman-networks"
 """Inside the LXC path; dot-named, so neither cman nor lxc-ls takes it for a container."""
 HOOK_NAME = "cman-isolate-port"
 """The no-ICC hook script, in the container's directory."""
 
+
+
+# -- bridges ----------------------------------------------------------------------------------
+
+
+def path_id(lxcpath: str) -> str:
+    """A short, fixed id of an LXC path: bridges are host-wide, records are per LXC path."""
+    import hashlib
+
+    return hashlib.sha256(lxcpath.encode()).hexdigest()[:12]
+
+
+def bridge_mark(lxcpath: str, network: str) -> str:
+    """The alias that marks a bridge as made by cman for ``network`` of ``lxcpath``
+    (network names are short and plain: well under the kernel's 128 bytes)."""
+    return f"{BRIDGE_MARK}{network}:{path_id(lxcpath)}"
+
+
+def parse_bridge_mark(alias: str, lxcpath: str) -> str | None:
+    """The network a bridge's alias names, when cman made that bridge for ``lxcpath``."""
+    if not alias.startswith(BRIDGE_MARK):
+        return None
+    network, sep, pid = alias[len(BRIDGE_MARK):].rpartition(":")
+    return network if sep and network and pid == path_id(lxcpath) else None
 
 
 # -- records ----------------------------------------------------------------------------------
@@ -222,15 +248,16 @@ def detach_config(text: str) -> str:
 # -- resolv.conf ------------------------------------------------------------------------------
 
 
-def write_resolv_conf(rootfs: Path, text: str) -> None:
+def write_resolv_conf(rootfs: Path, text: str, owner: tuple[int, int] | None = None) -> None:
     """Write ``rootfs/etc/resolv.conf`` without following a symlink anywhere on the way.
 
     An image may ship ``/etc/resolv.conf`` (or ``/etc``) as a symlink, often to an
     absolute path that on the host is the host's own file: the link itself is
-    replaced by a regular file, and a symlinked ``/etc`` is refused.
+    replaced by a regular file, and a symlinked ``/etc`` is refused. ``owner`` is the
+    container's root as host ids (unprivileged containers), so it can change the file.
     """
     try:
-        _files.write_beneath(rootfs, "etc/resolv.conf", text.encode(), mode=0o644)
+        _files.write_beneath(rootfs, "etc/resolv.conf", text.encode(), mode=0o644, owner=owner)
     except OSError as err:
         if err.errno in (errno.ELOOP, errno.ENOTDIR):
             raise EngineError(f"lxc: cannot write /etc/resolv.conf into {rootfs}: /etc in the image is not a "
@@ -238,12 +265,13 @@ def write_resolv_conf(rootfs: Path, text: str) -> None:
         raise EngineError(f"lxc: cannot write /etc/resolv.conf into {rootfs}: {err.strerror}") from err
 
 
-def write_dns(rootfs: Path, network: Network | None, spec: ContainerSpec) -> None:
+def write_dns(rootfs: Path, network: Network | None, spec: ContainerSpec,
+              owner: tuple[int, int] | None = None) -> None:
     """The container's --dns/--dns-search, each falling back to the network's, into its
     rootfs's resolv.conf; with none at all the image's file stays."""
     from ...network import container_dns, render_resolv_conf
 
     servers, search = container_dns(network, spec.dns, spec.dns_search)
     if servers or search:
-        write_resolv_conf(rootfs, render_resolv_conf(servers, search))
+        write_resolv_conf(rootfs, render_resolv_conf(servers, search), owner)
 

@@ -30,6 +30,7 @@ from .tools import RUNNING, Paths
 if TYPE_CHECKING:
     from ...models import ContainerSpec
     from ...network import Network, NetworkSpec
+    from .idmap import IdMap
 
 
 class LxcNetworks(LxcConnection):
@@ -56,7 +57,7 @@ class LxcNetworks(LxcConnection):
                                hint="choose another --bridge, or remove that interface")
             record = net.new_record(spec)
             try:
-                netfilter.create_bridge(spec.bridge, spec.gateway, spec.prefixlen)
+                self._make_bridge(spec.name, spec.bridge, spec.gateway, spec.prefixlen)
                 netfilter.ensure_bridge_rules(spec.name, spec.bridge, icc=spec.icc)
                 self.net_records.save(record)
             except BaseException:
@@ -94,6 +95,19 @@ class LxcNetworks(LxcConnection):
                 netfilter.delete_link(bridge)
                 netfilter.remove_rules(name, bridge)
             self.net_records.delete(name)
+
+    def _make_bridge(self, network: str, bridge: str, gateway: str, prefixlen: int) -> None:
+        """The network's bridge, marked as this LXC path's (:func:`.net.bridge_mark`) at once,
+        so ``prune_leftovers`` can tell a bridge a killed ``network create`` left from
+        anyone else's. (``ip link add`` ignores ``alias``: the mark is a second call.)"""
+        from ...network import netfilter
+
+        fresh = not netfilter.link_exists(bridge)
+        if fresh:
+            netfilter.run_tool([netfilter.need_tool("ip", "iproute2"), "link", "add", "name", bridge,
+                                "type", "bridge"])
+        netfilter.run_tool(["ip", "link", "set", "dev", bridge, "alias", net.bridge_mark(self.lxcpath, network)])
+        netfilter.create_bridge(bridge, gateway, prefixlen)
 
     def _network(self, record: dict[str, Any], *, detail: bool = False) -> Network:
         name = str(record["name"])
@@ -141,7 +155,7 @@ class LxcNetworks(LxcConnection):
         return record
 
     def _join_network(self, paths: Paths, spec: ContainerSpec, image: dict[str, Any],
-                      limits: list[tuple[str, str]], network: str) -> None:
+                      limits: list[tuple[str, str]], network: str, idmap: IdMap | None) -> None:
         """Allocate the container's address, then write its network config, resolv.conf and
         the network's record, all under the network lock; on failure nothing stays allocated."""
         from ...network import check_container_ip, host_lock
@@ -152,13 +166,13 @@ class LxcNetworks(LxcConnection):
             if spec.ip is not None:
                 check_container_ip(network_now, spec.ip)
             address = net.allocate(record, paths.name, spec.ip, self._on_network(network))
-            config = render_config(config_entries(paths, spec, image, limits, network_now, address))
+            config = render_config(config_entries(paths, spec, image, limits, network_now, address, idmap=idmap))
             if not network_now.icc:
                 isolation.write_hook(paths.dir / net.HOOK_NAME)
-            net.write_dns(paths.rootfs, network_now, spec)
+            net.write_dns(paths.rootfs, network_now, spec, owner=idmap.root if idmap else None)
             meta = self._meta(paths)
             meta.update(network=network, ip=address)
-            _files.write_json(paths.meta, meta)
+            _files.write_json(paths.meta, meta, mode=0o600)
             self.net_records.save(record)
             try:
                 write_config(paths, config)
@@ -190,8 +204,8 @@ class LxcNetworks(LxcConnection):
 
             with host_lock():
                 if not netfilter.link_exists(network.bridge):
-                    netfilter.create_bridge(network.bridge, network.gateway,
-                                            int(network.subnet.rpartition("/")[2]))
+                    self._make_bridge(network.name, network.bridge, network.gateway,
+                                      int(network.subnet.rpartition("/")[2]))
                     netfilter.ensure_bridge_rules(network.name, network.bridge, icc=network.icc)
         hook = paths.dir / net.HOOK_NAME
         if not network.icc and not hook.exists():  # LXC refuses to start without it

@@ -5,6 +5,14 @@ Layout, under ``$CMAN_LXC_IMAGES`` (default /var/lib/cman/lxc-images)::
     .lock                       flock held around every change of the store
     <id>/rootfs.tar[.gz|.xz|.bz2]   the rootfs tarball, byte for byte as imported
     <id>/metadata.json          id, sha256 (of the tarball), size, created, source, aliases, ...
+    <id>/rootfs.u<UID>-g<GID>-n<COUNT>/   the rootfs unpacked and shifted for one id map
+                                (:mod:`.idmap`): made once, copied for each unprivileged container
+    .tmp-<PID>-<STARTTIME>-<random>/      work in progress of a process (an import, a pull)
+    <id>/.rootfs.<map>.tmp-<PID>-<STARTTIME>-<random>/   a shifted rootfs being made
+
+A work directory is named after the process making it (``PID:STARTTIME``,
+:func:`cman._sys.proc.mark`), so one that a killed process left is told apart from one a
+live process is still filling.
 
 Every import or pull makes a new image, as ``docker import`` does; identical tarballs
 are hard-linked. Names (aliases) move like Docker tags: importing under a taken name
@@ -14,9 +22,11 @@ moves the name to the new image, and the old one, left without a name, is what
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +34,11 @@ from typing import Any
 
 from ... import images
 from ..._sys import files as _files
+from ..._sys import proc as _proc
 from ..._sys.times import now_iso
 from ...errors import ImageNotFound, InvalidName, InvalidValue
 from ...validate import check_config_value
+from .idmap import IdMap, shift_tree
 
 DEFAULT_STORE = Path("/var/lib/cman/lxc-images")
 ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
@@ -188,9 +200,10 @@ class ImageStore:
     # -- writing (caller holds the lock unless said otherwise) ---------------------------
 
     def new_workdir(self) -> Path:
-        """A private directory inside the store (same filesystem: the final move is a rename)."""
+        """A private directory inside the store (same filesystem: the final move is a rename),
+        named after this process (see the module docstring)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        work = self.root / f".tmp-{os.urandom(6).hex()}"
+        work = self.root / f".tmp-{_work_mark()}"
         work.mkdir(mode=0o700)
         return work
 
@@ -284,23 +297,98 @@ class ImageStore:
         _files.write_json(self.dir_of(meta) / "metadata.json", meta)
 
     def delete(self, meta: dict[str, Any]) -> int:
-        """Remove an image; returns the bytes freed."""
+        """Remove an image with its shifted rootfs caches; returns the bytes freed."""
         path = self.dir_of(meta)
         stats = [f.stat() for f in path.iterdir() if f.is_file()]
         freed = sum(st.st_size for st in stats if st.st_nlink == 1)  # a hard-linked twin keeps its bytes
+        freed += sum(_tree_size(d) for d in path.iterdir() if d.is_dir() and not d.is_symlink())
         shutil.rmtree(path)
         return freed
 
-    def clean_stale_workdirs(self, older_than: float = 3600) -> None:
+    # -- rootfs: plain, or shifted for an id map (caller holds the lock) -----------------
+
+    def unpack(self, meta: dict[str, Any], dest: Path) -> None:
+        """Unpack the image's rootfs into the existing folder ``dest``, owners as in the tarball."""
+        argv = ["tar", "-xf", str(self.tarball_of(meta)), "-C", str(dest), "--numeric-owner"]
+        prefix = str(meta.get("rootfs_prefix") or "")
+        if prefix:
+            argv += [f"--strip-components={prefix.count('/') + 1}", prefix]
+        _proc.run(argv, timeout=900, backend="lxc")
+
+    def shifted_rootfs(self, meta: dict[str, Any], idmap: IdMap) -> Path:
+        """The image's rootfs shifted for ``idmap``, made on first use and kept (see :mod:`.idmap`).
+
+        Made in a work folder named after this process, then renamed into place: a reader
+        sees a whole cache or none, and a killed maker's half is left to ``prune``.
+        """
+        final = self.dir_of(meta) / f"rootfs.{idmap.key}"
+        if final.is_dir():
+            return final
+        work = final.with_name(f".{final.name}.tmp-{_work_mark()}")
+        work.mkdir(mode=0o700)
+        try:
+            self.unpack(meta, work)
+            os.chmod(work, 0o755)  # the container's "/", as a privileged container's rootfs folder
+            shift_tree(work, idmap)
+            work.rename(final)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        return final
+
+    # -- leftovers ---------------------------------------------------------------------------
+
+    def stale_workdirs(self, older_than: float = 3600) -> list[Path]:
+        """Work folders whose process is gone (and unmarked ones of older cman versions that
+        are older than ``older_than`` seconds); never one of a live process."""
         import time
 
-        try:
-            entries = list(self.root.glob(".tmp-*"))
-        except OSError:
-            return
-        for entry in entries:
-            try:
-                if time.time() - entry.stat().st_mtime > older_than:
-                    shutil.rmtree(entry, ignore_errors=True)
-            except OSError:
+        candidates: list[Path] = []
+        with contextlib.suppress(OSError):
+            candidates += self.root.glob(".tmp-*")
+            for image_dir in self.root.iterdir():
+                if image_dir.is_dir() and not image_dir.name.startswith("."):
+                    candidates += image_dir.glob(".rootfs.*.tmp-*")
+        stale = []
+        for entry in sorted(candidates):
+            owner = work_owner(entry.name)
+            if owner is not None:
+                if _proc.mark_alive(owner) is False:
+                    stale.append(entry)
                 continue
+            with contextlib.suppress(OSError):
+                if time.time() - entry.stat().st_mtime > older_than:
+                    stale.append(entry)
+        return stale
+
+    def clean_stale_workdirs(self, older_than: float = 3600) -> list[Path]:
+        """Remove :meth:`stale_workdirs`; returns them."""
+        stale = self.stale_workdirs(older_than)
+        for entry in stale:
+            shutil.rmtree(entry, ignore_errors=True)
+        return stale
+
+
+def _work_mark() -> str:
+    """``PID-STARTTIME-RANDOM``: a work folder's name says which process made it."""
+    return f"{_proc.mark().replace(':', '-')}-{os.urandom(4).hex()}"
+
+
+def work_owner(name: str) -> str | None:
+    """The ``PID:STARTTIME`` mark in a work folder's name; None for an unmarked one."""
+    m = re.search(r"\.tmp-([0-9]+)-([0-9]+)-[0-9a-f]+$", name)
+    return f"{m.group(1)}:{m.group(2)}" if m else None
+
+
+def _tree_size(root: Path) -> int:
+    """Bytes of the regular files beneath ``root``, each inode counted once."""
+    seen: set[int] = set()
+    total = 0
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(folder, name))
+                if stat.S_ISREG(st.st_mode) and st.st_ino not in seen:
+                    seen.add(st.st_ino)
+                    total += st.st_size
+    return total

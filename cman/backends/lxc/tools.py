@@ -8,14 +8,18 @@ a tool's stderr. Only the dashed raw tools are used: Debian's ``lxc`` (no dash) 
 **Files.** A container is ``LXCPATH/NAME/`` holding ``config`` (written by cman from the
 container's settings, see :mod:`.config`), ``rootfs/`` (the image's tarball unpacked),
 ``cman.json`` (the mark of a managed container: image, command, env, labels, limits,
-network, created), ``cman.state.json`` (runs: started, finished), ``console.log`` (init's
-console, via ``lxc.console.logfile``) and ``lxc.log`` (LXC's own errors). A job's output
-and exit code live in the rootfs (:mod:`cman.jobs`).
+network, id map, created; mode 0600, as the environment may hold secrets),
+``cman.state.json`` (runs: started, finished), ``console.log`` (init's console, via
+``lxc.console.logfile``), ``lxc.log`` (LXC's own errors), and while create runs
+``.cman-creating`` (whose create it is: :func:`cman._sys.proc.mark`). A job's output and exit
+code live in the rootfs (:mod:`cman.jobs`). For an unprivileged container the folder is
+``root:MAPPED_GID`` mode 0710 and the rootfs belongs to the mapped ids (:mod:`.idmap`).
 """
 
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +31,34 @@ from .store import DEFAULT_STORE
 ENV_LXC_PATH = "CMAN_LXC_PATH"
 ENV_IMAGES = "CMAN_LXC_IMAGES"
 DEFAULT_LXC_PATH = "/var/lib/lxc"
+NEW_DIR_PREFIX = ".cman-new-"
+"""A container folder being made: ``.cman-new-PID-STARTTIME-RANDOM``, renamed to the
+container's name once it holds its creator's mark (:func:`cman._sys.proc.mark`)."""
 
 RUNNING = frozenset({"RUNNING", "STARTING", "STOPPING", "FREEZING", "FROZEN", "THAWED"})
 """``lxc-info`` states in which the container's init is alive."""
 
 
+def check_lxc_value(key: str, value: str) -> str:
+    """A value LXC reads back exactly as written, on its one line.
+
+    On top of :func:`~cman.validate.check_config_value` (no newline, no NUL, no leading
+    '-'): LXC trims blanks around a value (so ``" -x"`` would read as ``-x``, and ``" x"``
+    as ``x``); cman's own reader, like Python, would break a line at other separators
+    (``\x1c``, ``\x85``, U+2028, ...); and the file is UTF-8, which a lone surrogate is not.
+    """
+    check_config_value(key, value)
+    if value != value.strip(" \t"):
+        raise InvalidValue(key, value, "must not start or end with blanks (LXC trims them)")
+    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") and c != "\t" for c in value):
+        raise InvalidValue(key, value, "must not contain control characters or line separators")
+    return value
+
+
 def lxc_path_from_env() -> str:
     """$CMAN_LXC_PATH (default /var/lib/lxc), checked: it goes into every config."""
     value = os.environ.get(ENV_LXC_PATH) or DEFAULT_LXC_PATH
-    check_config_value(ENV_LXC_PATH, value)
+    check_lxc_value(ENV_LXC_PATH, value)
     if not os.path.isabs(value):
         raise InvalidValue(ENV_LXC_PATH, value, "must be an absolute path")
     return os.path.normpath(value)
@@ -43,7 +66,7 @@ def lxc_path_from_env() -> str:
 
 def image_store_from_env() -> Path:
     value = os.environ.get(ENV_IMAGES) or str(DEFAULT_STORE)
-    check_config_value(ENV_IMAGES, value)
+    check_lxc_value(ENV_IMAGES, value)
     if not os.path.isabs(value):
         raise InvalidValue(ENV_IMAGES, value, "must be an absolute path")
     return Path(os.path.normpath(value))
@@ -110,6 +133,11 @@ class Paths:
         return self.dir / ".cman.state.lock"
 
     @property
+    def creating(self) -> Path:
+        """``PID:STARTTIME`` of the cman process creating the container; gone once it is made."""
+        return self.dir / ".cman-creating"
+
+    @property
     def console(self) -> Path:
         return self.dir / "console.log"
 
@@ -152,15 +180,20 @@ def first_error(paths: Paths, offset: int) -> str:
 
 def config_values(config: Path, keys: frozenset[str] | tuple[str, ...]) -> list[tuple[str, str]]:
     """The ``key = value`` lines of an LXC config whose key is one of ``keys``, in order;
-    [] when the file cannot be read."""
+    [] when the file cannot be read. Read as LXC reads it (parse.c, string_utils.c): lines
+    end at "\\n" only, blanks are trimmed around the key and the value (and newlines and
+    NULs at the value's end)."""
     try:
-        text = config.read_text()
+        text = config.read_bytes().decode("utf-8", "surrogateescape")
     except OSError:
         return []
     out: list[tuple[str, str]] = []
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        key, value = key.strip(), value.strip()
+    for line in text.split("\n"):
+        body = line.lstrip(" \t")
+        if not body or body.startswith("#"):
+            continue
+        key, sep, value = body.partition("=")
+        key, value = key.strip(" \t"), value.lstrip(" \t").rstrip(" \t\n\0")
         if sep and key in keys:
             out.append((key, value))
     return out

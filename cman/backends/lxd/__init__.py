@@ -11,7 +11,8 @@ The package, by concern (each class adds one concern to the one it builds on):
 - :mod:`.images` (with :mod:`.imagebuild`, references and unified tarballs): images;
 - :mod:`.networks` (with :mod:`.net`, the pure network parts): managed bridges and the
   containers on them;
-- :mod:`.containers`: containers and their jobs (what ``run IMAGE CMD`` means on LXD).
+- :mod:`.containers`: containers and their jobs (what ``run IMAGE CMD`` means on LXD),
+  and (with :mod:`.leftovers`) what a killed cman left behind.
 
 pylxd (and ``requests``) are imported on first use, never at import time; ``cman ps``
 lists local instances with the stdlib (:mod:`cman._sys.unixhttp`).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -44,6 +45,14 @@ NAME_RE = re.compile(r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 NAME_RULES = (
     "LXD names are 1-63 characters of letters, digits and '-', starting with a letter and not ending with '-'"
 )
+CLIENT_TIMEOUT = 120.0
+"""pylxd's timeout for a request (connect, and each wait for an answer); never for a whole operation."""
+WAIT_STEP = 30
+"""Seconds one ``GET /1.0/operations/ID/wait?timeout=N`` may block in the daemon: a long operation
+(``stop -t 300``, a large import) is waited for in steps, each its own request with its own
+timeout, so the client's timeout never caps the operation."""
+WAIT_MARGIN = 30.0
+"""How much longer than its step a wait request may take before it counts as unanswered."""
 BUSY_WAIT = 15.0
 """How long to wait for LXD's own start/stop of an instance to finish before giving up."""
 
@@ -80,6 +89,16 @@ class OperationFailed(Exception):
         self.message = message
         self.operation: Mapping[str, Any] = operation or {}
         """The operation's final state (an exec's ``metadata.return`` is there)."""
+
+
+def rollback_failed(err: BaseException, note: str) -> None:
+    """Say in ``err`` itself that undoing a half-made thing failed too: the original message
+    first, then ``; `` and ``note``, on one line (a non-cman error gets a note)."""
+    if isinstance(err, CmanError):
+        err.message = f"{err.message}; {note}"
+        err.args = (err.message, *err.args[1:])
+    else:
+        err.add_note(note)
 
 
 # -- the error boundary -----------------------------------------------------------------------
@@ -243,10 +262,10 @@ def _connect(remote: _Remote | None) -> pylxd.Client:
             path = endpoint.lxd_socket()
             if not os.path.exists(path):
                 raise _unavailable()
-            client = sdk.Client(endpoint=path, timeout=120)
+            client = sdk.Client(endpoint=path, timeout=CLIENT_TIMEOUT)
         else:
             client = sdk.Client(
-                endpoint=remote.endpoint, cert=remote.cert, verify=remote.verify, timeout=120,
+                endpoint=remote.endpoint, cert=remote.cert, verify=remote.verify, timeout=CLIENT_TIMEOUT,
                 session=endpoint.remote_session(remote),
             )
         if not client.trusted:
@@ -336,16 +355,26 @@ class LxdConnection(Backend):
     # -- low-level calls (raise engine exceptions; callers wrap them in _boundary) ----------
 
     def _wait_op(self, operation: str, timeout: float | None = None) -> dict[str, Any]:
-        """Wait for a background operation; its final metadata, or OperationFailed."""
+        """Wait for a background operation: its final metadata, or OperationFailed.
+
+        With ``timeout``, return after about that many seconds even if it still runs (the
+        metadata then says ``Running``: pull polls its progress so). Without, wait until it
+        ends, however long: in steps of :data:`WAIT_STEP`, each a request of its own.
+        """
         op_id = operation.rstrip("/").split("/")[-1].split("?")[0]
-        params = {"timeout": str(int(timeout))} if timeout is not None else None
-        body = self.client.api.operations[op_id].wait.get(params=params).json()
-        meta = body.get("metadata") or {}
-        if body.get("error") and not meta:
-            raise OperationFailed(str(body["error"]))
-        if meta.get("status") == "Failure" or int(meta.get("status_code") or 200) >= 400:
-            raise OperationFailed(str(meta.get("err") or meta.get("status") or "operation failed"), meta)
-        return dict(meta)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = WAIT_STEP if deadline is None else max(0, min(WAIT_STEP, math.ceil(deadline - time.monotonic())))
+            body = self.client.api.operations[op_id].wait.get(
+                params={"timeout": str(step)}, timeout=(CLIENT_TIMEOUT, step + WAIT_MARGIN),
+            ).json()
+            meta = body.get("metadata") or {}
+            if body.get("error") and not meta:
+                raise OperationFailed(str(body["error"]))
+            if meta.get("status") == "Failure" or int(meta.get("status_code") or 200) >= 400:
+                raise OperationFailed(str(meta.get("err") or meta.get("status") or "operation failed"), meta)
+            if int(meta.get("status_code") or 200) >= 200 or (deadline is not None and time.monotonic() >= deadline):
+                return dict(meta)
 
     def _sync_or_wait(self, response: Any) -> dict[str, Any]:
         body = response.json()
@@ -386,12 +415,19 @@ class LxdConnection(Backend):
             self._set_state(ref, "stop", force=True)
 
     def _file(self, ref: str, path: str) -> bytes | None:
-        """A file of the container (running or stopped); None when it does not exist."""
+        """A file of the container (running or stopped); None when it does not exist.
+
+        A container that is gone is not a missing file: LXD answers 404 for both, with
+        "Instance not found" for the container, and that error is raised (an ephemeral
+        container vanishes once it stops: its job's code must not read as "none recorded").
+        """
         from pylxd import exceptions as lxd_exc
 
         try:
             response = self.client.api.instances[ref].files.get(params={"path": path}, is_api=False)
-        except lxd_exc.NotFound:
+        except lxd_exc.NotFound as err:
+            if classify_message(_api_text(err)) == "container-not-found":
+                raise
             return None
         content: bytes = response.content
         return content

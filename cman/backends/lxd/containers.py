@@ -12,6 +12,11 @@ as its command:
   the container is stopped with force - whatever else still runs in it is killed, as
   Docker's PID-1 exit kills the rest of the container. If cman is interrupted, the
   signal is forwarded to CMD and the container is stopped; ``--rm`` then removes it.
+  ``--rm`` makes the instance ephemeral, and the job's wrapper halts the container when
+  CMD ends, so LXD deletes it even when cman was SIGKILLed; every call here takes an
+  instance that vanished by itself as gone (``remove`` as done, ``inspect`` as not found,
+  ``wait`` with the code it read while the job ran), and ``prune_leftovers`` removes one that a killed ``run``
+  never got to start, or booted without its job.
 - ``run -d IMAGE CMD`` / ``start`` (:meth:`LxdContainers.start`): boot, then start CMD
   detached - an exec without websockets, so it has no terminal and its stdin is
   /dev/null - under the job runner's fixed ``/bin/sh`` wrapper, which powers the
@@ -31,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -38,11 +44,19 @@ from typing import Any
 from ... import jobs
 from ..._sys import unixhttp as _http
 from ..._sys.retry import idempotent
-from ...errors import Conflict, EngineUnavailable, NameInUse
+from ...errors import (
+    CmanError,
+    Conflict,
+    ContainerNotFound,
+    EngineUnavailable,
+    ExitCode,
+    InvalidValue,
+    NameInUse,
+)
 from ...models import NO_NETWORK, Container, ContainerSpec, LogChunk, State, StdIO
 from . import endpoint
 from . import net as _net
-from .connection import OperationFailed, _boundary, _is_transient, _translate, _unavailable
+from .connection import OperationFailed, _boundary, _is_transient, _translate, _unavailable, rollback_failed
 from .convert import (
     CFG_COMMAND,
     CFG_ENV,
@@ -60,12 +74,34 @@ from .images import LxdImages
 from .networks import LxdNetworks
 
 DEFAULT_SHELL = ("/bin/sh",)
+ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+LABEL_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]*")
 POLL = 0.25
 LOG_POLL = 0.3
 
 
 class LxdContainers(LxdImages, LxdNetworks):
     """Containers, made from an image of :class:`LxdImages`, on a network of :class:`LxdNetworks`."""
+
+    @classmethod
+    def validate_spec(cls, spec: ContainerSpec) -> None:
+        """LXD writes each ``environment.K`` into the container's LXC config as a
+        ``lxc.environment = K=V`` line: a newline, CR or NUL in a value would end that
+        line and start another config line, so those are refused (naming only the key:
+        the value may be a secret). Keys, and label keys, must match their rules whole."""
+        for key, value in spec.env.items():
+            if not ENV_KEY_RE.fullmatch(key):
+                raise InvalidValue("-e/--env", key, "an LXD environment key is letters, digits, '_', '.' and '-', "
+                                                    "starting with a letter or '_'")
+            if any(c in value for c in "\n\r\0"):
+                raise InvalidValue("-e/--env", key, "its value contains a newline, carriage return or NUL byte, "
+                                                    "which LXD would write into a config line")
+        for key, value in spec.labels.items():
+            if not LABEL_KEY_RE.fullmatch(key):
+                raise InvalidValue("--label", key, "a label key is letters, digits, '_', '.', '-' and '/', "
+                                                   "starting with a letter or digit")
+            if any(c in value for c in "\n\r\0"):
+                raise InvalidValue("--label", key, "its value contains a newline, carriage return or NUL byte")
 
     def create(self, spec: ContainerSpec) -> Container:
         import secrets
@@ -76,12 +112,15 @@ class LxdContainers(LxdImages, LxdNetworks):
 
         name = spec.name or f"cman-{secrets.token_hex(4)}"
         self.validate_name(name)
+        self.validate_spec(spec)
         config: dict[str, str] = {
             CFG_MANAGED: "true",
             CFG_COMMAND: json.dumps(list(spec.command)),
             CFG_IMAGE: spec.image,
             CFG_TTY: "true" if spec.tty else "false",
             CFG_INTERACTIVE: "true" if spec.interactive else "false",
+            # Set either way, so a profile cannot make a container privileged that nobody asked for.
+            "security.privileged": "true" if spec.privileged else "false",
         }
         for key, value in spec.env.items():
             config[CFG_ENV + key] = value
@@ -115,33 +154,47 @@ class LxdContainers(LxdImages, LxdNetworks):
                 self._sync_or_wait(self.client.api.instances.post(json=body))
             else:
                 net = self._create_on_network(body, net, spec.ip)
-            try:
+        try:
+            with _boundary(container=name, action="create"):
                 raw = self._raw(name)
                 if net is not None:
                     self._pin_address(name, raw, net)
                 if servers or search:
                     self._put_file(name, "/etc/resolv.conf", render_resolv_conf(servers, search).encode())
                 return _container_from_raw(self._raw(name) if net is not None else raw)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    self._delete(name)
-                raise
+        except BaseException as err:
+            self._roll_back(name, err)
+            raise
 
-    def _boot(self, ref: str) -> bool:
-        """Start the container unless it runs; True when this call booted it."""
+    def _roll_back(self, name: str, err: BaseException) -> None:
+        """Delete the instance a failed ``create`` made. If that fails too, the error says so
+        in the same line (the original message first), and how to finish the job."""
+        try:
+            with _boundary(container=name, action="remove"):
+                self._delete(name)
+        except ContainerNotFound:
+            return
+        except CmanError as failure:
+            rollback_failed(err, f"and the half-made container {name} could not be removed ({failure.message}): "
+                                 f"cman rm -f lxd:{name}")
+
+    def _boot(self, ref: str) -> State | None:
+        """Start the container unless it runs; its state before, when this call booted it."""
         raw = self._raw(ref)
-        if _state_of(raw) == State.RUNNING:
-            return False
-        if _state_of(raw) == State.PAUSED:
+        before = _state_of(raw)
+        if before == State.RUNNING:
+            return None
+        if before == State.PAUSED:
             self._set_state(ref, "unfreeze")
-            return False
+            return None
+        self._before_boot(raw)
         self._set_state(ref, "start")
-        return True
+        return before
 
     def start(self, ref: str) -> None:
         """Boot the container, set up its network, and launch its job (see :mod:`cman.jobs`)."""
         with _boundary(container=ref, action="start"):
-            booted = self._boot(ref)
+            booted = self._boot(ref) is not None
             raw = self._raw(ref) if booted else None
             if raw is not None:
                 self._network_up(ref, raw)
@@ -152,16 +205,36 @@ class LxdContainers(LxdImages, LxdNetworks):
     def start_attached(self, ref: str, io: StdIO) -> int:
         """Boot, then run the job in the foreground (see :func:`cman.jobs.run_foreground`)."""
         with _boundary(container=ref, action="start"):
-            booted = self._boot(ref)
+            before = self._boot(ref)
             raw = self._raw(ref)
-            if booted:
+            if before is not None:
                 self._network_up(ref, raw)
             command = _command_of(raw.get("config") or {})
         if not command:
             if io.stdin is None:
                 return 0  # a plain system container: booted, left running
             command = DEFAULT_SHELL
+        self._check_job(ref, command[0], first_start=before == State.CREATED)
         return jobs.run_foreground(self, ref, command, io)
+
+    def _check_job(self, ref: str, program: str, *, first_start: bool) -> None:
+        """The job's command must exist in the container, or the start failed (126/127, as
+        Docker's): the container is stopped, and one that had never run before reads
+        "created" again (so ``run`` removes it, as it removes a Docker container whose
+        start failed). A command that exists and then exits 127 is not this case."""
+        from .exec import CommandNotRunnable
+
+        with _boundary(container=ref, action="start"):
+            verdict = self._runnable(ref, program)
+        if verdict in (None, 0):
+            return  # runnable, or not known: the job runner reports what happens
+        self.kill(ref)
+        if first_start:
+            with contextlib.suppress(CmanError), _boundary(container=ref, action="start"):
+                patch = {"config": {"volatile.last_state.power": ""}}
+                self._sync_or_wait(self.client.api.instances[ref].patch(json=patch))
+        why = "not found" if verdict == 127 else "not an executable file"
+        raise CommandNotRunnable(f"lxd: cannot run {program!r} in {ref}: {why}", ExitCode(verdict))
 
     # -- what the job runner needs (cman.jobs.JobHost; kill is LxdConnection's) ----------------
 
@@ -240,9 +313,11 @@ class LxdContainers(LxdImages, LxdNetworks):
         LXD's own restart action is used, so an ephemeral (``--rm -d``) container survives it.
         """
         with _boundary(container=ref, action="restart"):
-            if _state_of(self._raw(ref)) not in (State.RUNNING, State.PAUSED):
+            current = self._raw(ref)
+            if _state_of(current) not in (State.RUNNING, State.PAUSED):
                 self._boot(ref)
             else:
+                self._before_boot(current)
                 try:
                     self._set_state(ref, "restart", timeout=max(1, math.ceil(timeout)) if timeout > 0 else -1,
                                     force=timeout <= 0)
@@ -255,29 +330,69 @@ class LxdContainers(LxdImages, LxdNetworks):
             jobs.launch(self, ref, command)
 
     def remove(self, ref: str, *, force: bool = False) -> None:
+        """Delete the container. An ephemeral one (``--rm``) may vanish by itself meanwhile:
+        LXD deletes it once it stops, so "not found" after it was seen counts as removed."""
         with _boundary(container=ref, action="remove"):
             raw = self._raw(ref)
-            if _state_of(raw) in (State.RUNNING, State.PAUSED):
-                if not force:
-                    raise Conflict(f"container {ref} is running", hint=f"stop it first (cman stop lxd:{ref}) or use -f")
-                self._set_state(ref, "stop", force=True)
-                if raw.get("ephemeral"):
-                    self._wait_gone(ref)
-                    return
-            self._delete(ref)
+        ephemeral = bool(raw.get("ephemeral"))
+        try:
+            with _boundary(container=ref, action="remove"):
+                if _state_of(raw) in (State.RUNNING, State.PAUSED):
+                    if not force:
+                        raise Conflict(f"container {ref} is running",
+                                       hint=f"stop it first (cman stop lxd:{ref}) or use -f")
+                    self._set_state(ref, "stop", force=True)
+                    if ephemeral:
+                        self._wait_gone(ref)
+                        return
+                self._delete(ref)
+        except ContainerNotFound:
+            if not ephemeral:
+                raise
 
     def _wait_gone(self, ref: str, limit: float = 10.0) -> None:
         """An ephemeral container is deleted by LXD right after it stops."""
-        from pylxd import exceptions as lxd_exc
-
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            try:
-                self.client.api.instances[ref].get()
-            except lxd_exc.NotFound:
+            if self.job_state(ref) is None:
                 return
             time.sleep(0.05)
         self._delete(ref)
+
+    def prune_leftovers(self, *, dry_run: bool = False) -> list[str]:
+        """Instances a killed ``run`` created and never started, and temporary image tarballs
+        of a killed ``image import`` (see :mod:`.leftovers`). Instances only on a local
+        daemon: the PID in their label names a process of this host."""
+        import tempfile
+        from pathlib import Path
+
+        from ...models import RUN_LABEL
+        from . import leftovers
+
+        found: list[leftovers.Leftover] = []
+        if self.locality().local:
+            with _boundary(action="list containers"):
+                raw = self.client.api.instances.get(params={"recursion": "2"}).json()["metadata"]
+
+            def has_job(instance: Mapping[str, Any]) -> bool | None:
+                pid = (instance.get("state") or {}).get("pid")
+                return leftovers.runs_job(int(pid)) if pid else None
+
+            found += leftovers.abandoned_instances(raw, CFG_LABEL + RUN_LABEL, CFG_MANAGED, has_job)
+        found += leftovers.abandoned_tarballs(Path(tempfile.gettempdir()))
+        lines = []
+        for item in found:
+            if not dry_run:
+                if item.kind == "container":
+                    try:
+                        # A never-started one is refused if someone started it meanwhile.
+                        self.remove(item.name, force=item.running)
+                    except (ContainerNotFound, Conflict):
+                        continue
+                else:
+                    Path(item.name).unlink(missing_ok=True)
+            lines.append(item.line())
+        return lines
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from ..._sys import tty as _tty
-from ...errors import CmanError, Conflict, EngineError, Interrupted
+from ...errors import CmanError, Conflict, EngineError, ExitCode, Interrupted
 from ...models import State, StdIO
 from . import endpoint
 from .connection import LxdConnection, OperationFailed, _boundary
@@ -24,6 +24,22 @@ from .convert import _state_of
 
 if TYPE_CHECKING:
     from .ws import Dial
+
+
+CHECK_COMMAND = (
+    'c=$1; case $c in */*) if [ ! -e "$c" ]; then echo 127; elif [ -d "$c" ] || [ ! -x "$c" ]; then echo 126; '
+    'else echo 0; fi;; *) if command -v -- "$c" >/dev/null 2>&1; then echo 0; else echo 127; fi;; esac'
+)
+"""Constant: prints 0, 126 (not executable) or 127 (not found) for the command name "$1"."""
+
+
+class CommandNotRunnable(CmanError):
+    """The container booted, but the job's command cannot be executed in it (126 or 127):
+    the start failed, as Docker's does."""
+
+    def __init__(self, message: str, code: ExitCode) -> None:
+        super().__init__(message, hint="check the command, the image and the container's PATH")
+        self.exit_code = code
 
 
 class LxdExec(LxdConnection):
@@ -82,6 +98,8 @@ class LxdExec(LxdConnection):
             channels = ws.connect_channels(dial, host, urlparse(operation).path, fds, pty=io.tty)
         try:
             produced = ws.pump(channels, io, pty=io.tty)
+        except ws.WebSocketError as err:  # a framing error or an oversized message from the daemon
+            raise EngineError(f"lxd exec in {ref}: {err}") from err
         except Interrupted as err:
             with contextlib.suppress(OSError):
                 ws.send_signal(channels.control, int(getattr(signal.Signals, err.signame, signal.SIGINT)))
@@ -112,15 +130,23 @@ class LxdExec(LxdConnection):
         code = self._exec(ref, argv, StdIO(None, out, err), env=None)
         return code, err.getvalue().decode(errors="replace").strip()
 
+    def _runnable(self, ref: str, program: str) -> int | None:
+        """Can the container run ``program``? 0, 126 (not an executable file) or 127 (not
+        found), as the shell that runs a job resolves it (builtins, the container's PATH);
+        None when the check itself could not run."""
+        import io as _io
+
+        out = _io.BytesIO()
+        code = self._exec(ref, ["/bin/sh", "-c", CHECK_COMMAND, "cman-check", program],
+                          StdIO(None, out, _io.BytesIO()), env=None)
+        verdict = out.getvalue().strip()
+        return int(verdict) if code == 0 and verdict in (b"0", b"126", b"127") else None
+
     def _explain_launch_failure(self, ref: str, program: str, code: int, io: StdIO) -> None:
         """A silent 127/126 may be a command that exited so, or one that could not start:
         ask the container which, and say so on stderr (as ``docker run`` does)."""
-        import io as _io
-
-        check = 'command -v "$1" >/dev/null 2>&1' if code == 127 else '[ -f "$1" ] && [ -x "$1" ]'
-        probe_io = StdIO(None, _io.BytesIO(), _io.BytesIO())
         with contextlib.suppress(CmanError, OSError):
-            if self._exec(ref, ["/bin/sh", "-c", check, "sh", program], probe_io, env=None) != 0:
+            if self._runnable(ref, program) == code:
                 why = "command not found" if code == 127 else "permission denied (not an executable file)"
                 io.stderr.write(f"cman: {program}: {why} in lxd:{ref}\n".encode())
                 io.stderr.flush()

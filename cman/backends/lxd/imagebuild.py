@@ -18,7 +18,10 @@ A pulled image gets the local alias of the canonical remote reference, e.g.
 
 The short-name map is :mod:`cman.images`'s (``CMAN_LXD_IMAGE_MAP`` extends it);
 ``CMAN_LXD_REMOTES`` adds remotes
-(``{"mirror": "https://10.201.0.1:8443"}``).
+(``{"mirror": "https://10.201.0.1:8443"}``). ``CMAN_LXD_REMOTE_CERTS`` pins the certificate
+of a server that no public CA vouches for (a self-signed mirror): remote name or server
+URL -> a PEM file (``{"mirror": "/etc/cman/mirror.crt"}``); cman passes it to the daemon in
+the pull's ``source.certificate``, and the daemon then trusts that certificate only.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from ... import images
 from ...errors import InvalidName, InvalidValue
 
 ENV_REMOTES = "CMAN_LXD_REMOTES"
+ENV_REMOTE_CERTS = "CMAN_LXD_REMOTE_CERTS"
+_PEM = re.compile(r"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----\r?\n?")
 
 DEFAULT_REMOTES: Mapping[str, str] = {
     "images": "https://images.linuxcontainers.org",
@@ -64,6 +69,8 @@ class RemoteRef:
     canonical: str
     """``REMOTE:ALIAS`` or ``URL:ALIAS``: the local alias a pulled image gets."""
     protocol: str = "simplestreams"
+    certificate: str | None = None
+    """The server's certificate (PEM) to pin, from ``$CMAN_LXD_REMOTE_CERTS``."""
 
 
 def remotes() -> dict[str, str]:
@@ -73,6 +80,25 @@ def remotes() -> dict[str, str]:
         if not url.startswith("https://"):
             raise InvalidValue(ENV_REMOTES, f"{name}={url}", "a remote must be an https:// URL")
     return merged
+
+
+def pinned_certificate(*keys: str) -> str | None:
+    """The PEM certificate ``$CMAN_LXD_REMOTE_CERTS`` gives for the first of ``keys`` it names
+    (a remote's name, its server URL); None when it names none."""
+    paths = images.env_mapping(ENV_REMOTE_CERTS)
+    for key in keys:
+        path = paths.get(key) or paths.get(key.rstrip("/"))
+        if not path:
+            continue
+        try:
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise InvalidValue(ENV_REMOTE_CERTS, f"{key}={path}", f"cannot read the certificate ({err})") from None
+        m = _PEM.search(text)
+        if m is None:
+            raise InvalidValue(ENV_REMOTE_CERTS, f"{key}={path}", "not a PEM certificate")
+        return m.group(0)
+    return None
 
 
 def check_alias(name: str, what: str = "image name") -> str:
@@ -105,7 +131,8 @@ def parse_remote(ref: str) -> RemoteRef | None:
             )
         server = m.group("server").rstrip("/")
         alias = check_alias(m.group("alias"))
-        return RemoteRef(server=server, alias=alias, canonical=f"{server}:{alias}")
+        return RemoteRef(server=server, alias=alias, canonical=f"{server}:{alias}",
+                         certificate=pinned_certificate(server))
     if ref.startswith(("http://", "lxd://", "simplestreams://")):
         raise InvalidName(f"unsupported image server URL {ref!r}", hint="image servers are reached over https:// only")
     head, sep, tail = ref.partition(":")
@@ -116,7 +143,8 @@ def parse_remote(ref: str) -> RemoteRef | None:
         return None
     if not tail:
         raise InvalidName(f"empty image alias in {ref!r}", hint=f"write {head}:ALIAS, e.g. images:debian/12")
-    return RemoteRef(server=known[head], alias=check_alias(tail), canonical=f"{head}:{tail}")
+    return RemoteRef(server=known[head], alias=check_alias(tail), canonical=f"{head}:{tail}",
+                     certificate=pinned_certificate(head, known[head]))
 
 
 def expand(ref: str) -> str:
@@ -176,7 +204,11 @@ def build_unified(tarball: Path, name: str, out_dir: Path | None = None) -> Buil
     ``result.path``.
     """
     creation = int(tarball.stat().st_mtime)
-    fd, tmp = tempfile.mkstemp(prefix="cman-lxd-image-", suffix=".tar.gz", dir=out_dir)
+    from .leftovers import TARBALL_PREFIX, own_tag
+
+    # The name carries this process (PID and start time): `cman system prune` removes the
+    # file once that process is gone without cleaning up (SIGKILL).
+    fd, tmp = tempfile.mkstemp(prefix=f"{TARBALL_PREFIX}{own_tag()}-", suffix=".tar.gz", dir=out_dir)
     os.close(fd)
     out_path = Path(tmp)
     try:

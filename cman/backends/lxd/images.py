@@ -21,6 +21,7 @@ from ..._sys.retry import idempotent
 from ..._sys.times import parse_time
 from ...errors import CmanError, EngineError, EngineUnavailable, ImageNotFound, InUse, InvalidValue
 from ...models import Image, ImageLayer, PruneResult, PullProgress
+from ..base import loopback_url
 from .connection import LxdConnection, OperationFailed, _boundary, _is_transient
 from .convert import _image_from_raw, _progress_event
 
@@ -75,7 +76,7 @@ class LxdImages(LxdConnection):
                 "not a remote reference: write REMOTE:ALIAS (remotes: "
                 + ", ".join(imagebuild.remotes()) + ") or https://HOST[:PORT]:ALIAS",
             )
-        body = {
+        body: dict[str, Any] = {
             "source": {
                 "type": "image",
                 "mode": "pull",
@@ -86,6 +87,8 @@ class LxdImages(LxdConnection):
             "aliases": [{"name": remote.canonical, "description": f"cman pull {ref}"}],
             "auto_update": False,
         }
+        if remote.certificate is not None:
+            body["source"]["certificate"] = remote.certificate
         with _boundary(image=ref, action="pull"):
             operation = str(self.client.api.images.post(json=body).json()["operation"])
         last: str | None = None
@@ -110,12 +113,23 @@ class LxdImages(LxdConnection):
                 yield _progress_event(progress)
 
     def _pull_failed(self, ref: str, remote: RemoteRef, text: str) -> CmanError:
+        """A failed pull: the server answered without the image (LXD 5.0.2 says "The requested
+        image couldn't be found"; older ones "alias not found"), or it could not be reached."""
         low = text.lower()
-        if "not found" in low and "alias" in low:
+        if ("not found" in low and "alias" in low) or "couldn't be found" in low:
             return ImageNotFound(ref, "lxd", f"{remote.alias} is not on {remote.server}")
+        if "x509" in low or "certificate" in low:
+            from .imagebuild import ENV_REMOTE_CERTS
+
+            return EngineUnavailable(
+                "lxd", f"the image server {remote.server} is not trusted: {text}",
+                f"if it is yours, pin its certificate: {ENV_REMOTE_CERTS}='{{\"NAME\": \"/path/to/server.crt\"}}' "
+                "with NAME the remote's name (or its https:// URL)",
+            )
         proxy = ""
-        with contextlib.suppress(Exception):
-            proxy = str(self.client.host_info.get("config", {}).get("core.proxy_https") or "")
+        if not loopback_url(remote.server):  # the daemon's proxy is never used for loopback
+            with contextlib.suppress(Exception):
+                proxy = str(self.client.host_info.get("config", {}).get("core.proxy_https") or "")
         via = f" through the proxy {proxy}" if proxy else ""
         return EngineUnavailable(
             "lxd",

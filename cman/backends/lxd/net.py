@@ -10,9 +10,10 @@ What a cman network is on LXD:
   with ``user.cman.managed=true``.
 - **Host rules** from :mod:`cman.network.netfilter`: the DOCKER-USER rule that lets the
   bridge's ports talk next to Docker's FORWARD DROP (DROP without ICC), and bridge port isolation
-  of each container's host veth on a no-ICC network (LXD 5.0 accepts
-  ``security.port_isolation`` on a NIC but does not apply it; cman sets it anyway and
-  isolates the port itself after every start).
+  of each container's host veth on a no-ICC network. cman sets LXD's own
+  ``security.port_isolation`` on the NIC (LXD 5.0.2 applied it when checked again for issue
+  13, although earlier notes saw it ignored), and does not depend on it: its pre-start hook
+  isolates the port on every start, and cman checks it after every start through cman.
 - **A container** on a network has one NIC device ``eth0`` on it and an address that cman
   allocated under :func:`cman.network.host_lock` (:func:`cman.network.alloc.allocate`):
   ``--ip``, or the first free host that is not the gateway. The address is recorded in ``user.cman.ip`` (with
@@ -21,6 +22,16 @@ What a cman network is on LXD:
   address and default route before init runs, on every start, also a start outside cman.
   LXD refuses a NIC ``ipv4.address`` on a network without DHCP, and the images cman runs
   (busybox) ask no DHCP server anyway.
+- **No ICC before the container runs.** On a no-ICC network the NIC gets a fixed host-side
+  name (``host_name``, :func:`new_port_name`) and ``raw.lxc`` a ``lxc.hook.pre-start`` line
+  (:func:`hook_line`) that runs :data:`cman.network.isolation.HOOK_SCRIPT` on the host with
+  that name, so the port is isolated on every start, also ``lxc start`` outside cman, before
+  the container's end of the veth exists. Checked on LXD 5.0.2: it refuses
+  ``lxc.net.N.script.up`` in ``raw.lxc`` ("Only interface-specific ipv4/ipv6 lxc.net. keys
+  are allowed") but accepts ``lxc.hook.pre-start``, which LXC runs after LXD put the host
+  veth on the bridge (its peer still on the host, down) and before init; a hook that fails
+  or is missing makes the start fail. The fixed name has a cost: a copy of the container
+  (``lxc copy``) keeps it, and cannot start while the original runs.
 """
 
 from __future__ import annotations
@@ -45,6 +56,11 @@ NIC = "eth0"
 """The device (and interface) name of a container's NIC on a cman network."""
 RAW_LXC = "raw.lxc"
 RAW_MARK = "# cman network "
+HOOK_KEY = "lxc.hook.pre-start"
+HOOK_FILE = "lxd-no-icc"
+"""The file name of cman's no-ICC hook on the host (its folder: see :mod:`.networks`)."""
+PORT_PREFIX = "cmi"
+"""Host-side veth names cman gives NICs on no-ICC networks: ``cmi`` + 12 hex digits (15 characters)."""
 """Starts the comment line above cman's lines in ``raw.lxc``; they end at the next non-``lxc.net.`` line."""
 INSTANCES = "/1.0/instances/"
 PROFILES = "/1.0/profiles/"
@@ -139,13 +155,32 @@ def to_network(raw: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -
 # -- a container's NIC ---------------------------------------------------------------------------
 
 
-def nic_device(network: Network) -> dict[str, str]:
-    """The NIC device of a container joined to ``network``."""
+def new_port_name() -> str:
+    """A fresh host-side veth name for a NIC on a no-ICC network."""
+    import secrets
+
+    return PORT_PREFIX + secrets.token_hex(6)
+
+
+def nic_device(network: Network, port: str | None = None) -> dict[str, str]:
+    """The NIC device of a container joined to ``network``; ``port``: its fixed host-side name."""
     device = {"type": "nic", "name": NIC, "network": network.name}
     if not network.icc:
-        # Not applied by LXD 5.0 (cman isolates the port itself); declared for the versions that do.
+        # LXD's own switch; cman's pre-start hook and its check after start do not rely on it.
         device["security.port_isolation"] = "true"
+    if port is not None:
+        device["host_name"] = port
     return device
+
+
+def hook_line(hook: str, container: str, bridge: str, port: str) -> str:
+    """The ``raw.lxc`` line that isolates ``port`` on ``bridge`` before each start.
+
+    ``hook`` is the script's path as :func:`cman.network.isolation.hook_value` escapes it; the
+    arguments are the ones LXC gives a veth's ``script.up`` (NAME net up veth BRIDGE PORT),
+    which the script expects. All of them are interface or LXD names, so nothing needs quoting.
+    """
+    return f"{HOOK_KEY} = {hook} {container} net up veth {bridge} {port}"
 
 
 def nic_index(expanded_devices: Mapping[str, Mapping[str, Any]], device: str) -> int:
@@ -156,8 +191,10 @@ def nic_index(expanded_devices: Mapping[str, Mapping[str, Any]], device: str) ->
     return nics.index(device)
 
 
-def raw_lxc_block(network: str, index: int, address: str, subnet: str, gateway: str | None) -> list[str]:
-    """``raw.lxc`` lines that give the NIC its address and default route at every start."""
+def raw_lxc_block(network: str, index: int, address: str, subnet: str, gateway: str | None,
+                  hook: str | None = None) -> list[str]:
+    """``raw.lxc`` lines that give the NIC its address and default route at every start
+    (and with ``hook``, a :func:`hook_line`, isolate its port first)."""
     net = ipaddress.IPv4Network(subnet)
     lines = [
         f"{RAW_MARK}{network}: address allocated by cman",
@@ -165,7 +202,19 @@ def raw_lxc_block(network: str, index: int, address: str, subnet: str, gateway: 
     ]
     if gateway:
         lines.append(f"lxc.net.{index}.ipv4.gateway = {gateway}")
+    if hook:
+        lines.append(hook)
     return lines
+
+
+def _cmans_line(stripped: str) -> bool:
+    """A line of cman's block: an ``lxc.net.`` key, or the pre-start hook that runs cman's script."""
+    key, _, value = stripped.partition("=")
+    key = key.strip()
+    if key.startswith("lxc.net."):
+        return True
+    words = value.split()
+    return key == HOOK_KEY and bool(words) and words[0].endswith("/" + HOOK_FILE)
 
 
 def without_block(text: str) -> str:
@@ -177,7 +226,7 @@ def without_block(text: str) -> str:
         if stripped.startswith(RAW_MARK):
             inside = True
             continue
-        if inside and stripped.partition("=")[0].strip().startswith("lxc.net."):
+        if inside and _cmans_line(stripped):
             continue
         inside = False
         out.append(line)
@@ -200,6 +249,8 @@ class Attachment:
     device: str
     iface: str
     ip: str | None
+    port: str | None = None
+    """The fixed host-side veth name (a NIC on a no-ICC network made by this cman)."""
 
 
 def attachment(raw: Mapping[str, Any]) -> Attachment | None:
@@ -211,7 +262,8 @@ def attachment(raw: Mapping[str, Any]) -> Attachment | None:
     devices = raw.get("expanded_devices") or raw.get("devices") or {}
     for name, dev in sorted(devices.items()):
         if dev.get("type") == "nic" and dev.get("network") == network:
-            return Attachment(str(network), name, str(dev.get("name") or name), config.get(CFG_IP) or None)
+            return Attachment(str(network), name, str(dev.get("name") or name), config.get(CFG_IP) or None,
+                              str(dev.get("host_name") or "") or None)
     return None
 
 

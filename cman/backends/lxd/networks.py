@@ -8,7 +8,9 @@ NIC ``eth0`` on it and an address that cman allocates under the host's network l
 pinned with ``raw.lxc`` so LXC sets address and default route before init on every
 start; after each start or restart through cman (before the job runs) the address is
 checked (and set with ``ip`` in the container when missing) and, on a no-ICC network,
-the new host veth is isolated on the bridge (LXD 5.0 ignores ``security.port_isolation``).
+the new host veth is checked to be isolated on the bridge. The isolation itself happens
+before the container runs, on every start (also ``lxc start`` outside cman), from a
+pre-start hook in ``raw.lxc`` (:mod:`.net`); LXD's ``security.port_isolation`` is set too.
 ``--network none`` leaves the container with loopback only. DNS settings go into the
 container's ``/etc/resolv.conf``. On a remote daemon cman cannot reach the host side: the
 forwarding rule is not installed and no-ICC networks are refused.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -26,11 +29,14 @@ from ...errors import CmanError, EngineError, InUse, InvalidName, InvalidValue, 
 from ...models import NO_NETWORK, ContainerSpec
 from ..base import Feature
 from . import net as _net
-from .connection import _boundary, _is_transient
+from .connection import _boundary, _is_transient, rollback_failed
 from .exec import LxdExec
 
 if TYPE_CHECKING:
     from ...network import Network, NetworkSpec
+
+HOOK_DIR = Path("/var/lib/cman/hooks")
+"""Where cman keeps the host scripts the LXD daemon runs for its containers."""
 
 
 class LxdNetworks(LxdExec):
@@ -104,13 +110,31 @@ class LxdNetworks(LxdExec):
             if local:
                 netfilter.ensure_bridge_rules(spec.name, spec.bridge, icc=spec.icc)
             return self._network(spec.name, detail=True)
-        except BaseException:
-            if local:
-                with contextlib.suppress(CmanError):
-                    netfilter.remove_rules(spec.name, spec.bridge)
-            with contextlib.suppress(Exception), _boundary(action=f"network rm {spec.name}"):
-                self._sync_or_wait(self.client.api.networks[quote(spec.name, safe="")].delete())
+        except BaseException as err:
+            self._undo_network(spec, local, err)
             raise
+
+    def _undo_network(self, spec: NetworkSpec, local: bool, err: BaseException) -> None:
+        """Remove a half-made network (its host rules, the LXD network); what cannot be
+        removed is said in ``err``'s own line."""
+        from pylxd import exceptions as lxd_exc
+
+        from ...network import netfilter
+
+        left: list[str] = []
+        if local:
+            try:
+                netfilter.remove_rules(spec.name, spec.bridge)
+            except CmanError as failure:
+                left.append(f"its host rules ({failure.message})")
+        try:
+            with _boundary(action=f"network rm {spec.name}"), contextlib.suppress(lxd_exc.NotFound):
+                self._sync_or_wait(self.client.api.networks[quote(spec.name, safe="")].delete())
+        except CmanError as failure:
+            left.append(f"the LXD network ({failure.message})")
+        if left:
+            rollback_failed(err, f"and the half-made network {spec.name} could not be removed: {', '.join(left)}: "
+                                 f"cman --backend lxd network rm {spec.name}")
 
     @idempotent(_is_transient)
     def networks(self) -> list[Network]:
@@ -193,7 +217,8 @@ class LxdNetworks(LxdExec):
             instances = self.client.api.instances.get(params={"recursion": "2"}).json()["metadata"]
             taken = _net.holders(instances, fresh.name, str(fresh.subnet))
             address = allocate(fresh.name, str(fresh.subnet), fresh.gateway, taken, requested)
-            body["devices"][_net.NIC] = _net.nic_device(fresh)
+            port = None if fresh.icc else _net.new_port_name()
+            body["devices"][_net.NIC] = _net.nic_device(fresh, port)
             body["config"][_net.CFG_NETWORK] = fresh.name
             body["config"][_net.CFG_IP] = address
             self._sync_or_wait(self.client.api.instances.post(json=body))
@@ -204,11 +229,48 @@ class LxdNetworks(LxdExec):
         LXC applies before init on every start (also a start outside cman)."""
         config = raw.get("config") or {}
         expanded = raw.get("expanded_config") or {}
-        index = _net.nic_index(raw.get("expanded_devices") or {}, _net.NIC)
-        block = _net.raw_lxc_block(net.name, index, str(config[_net.CFG_IP]), str(net.subnet), net.gateway)
+        devices = raw.get("expanded_devices") or {}
+        index = _net.nic_index(devices, _net.NIC)
+        port = str((devices.get(_net.NIC) or {}).get("host_name") or "")
+        hook = None
+        if not net.icc and net.bridge and port:
+            hook = _net.hook_line(self._no_icc_hook(), str(raw["name"]), net.bridge, port)
+        block = _net.raw_lxc_block(net.name, index, str(config[_net.CFG_IP]), str(net.subnet), net.gateway, hook)
         base = str(config.get(_net.RAW_LXC) or expanded.get(_net.RAW_LXC) or "")
         patch = {"config": {_net.RAW_LXC: _net.with_block(base, block)}}
         self._sync_or_wait(self.client.api.instances[ref].patch(json=patch))
+
+    @staticmethod
+    def _no_icc_hook() -> str:
+        """The no-ICC hook on this host (written when missing or stale), as a ``raw.lxc`` value."""
+        from ...network import isolation
+
+        path = HOOK_DIR / _net.HOOK_FILE
+        try:
+            current = path.read_text()
+        except OSError:
+            current = None
+        if current != isolation.HOOK_SCRIPT:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                isolation.write_hook(path)
+            except OSError as err:
+                raise EngineError(f"lxd: cannot write the no-ICC hook {path}: {err.strerror or err}",
+                                  hint=isolation.HINT) from err
+        return isolation.hook_value(path)
+
+    def _before_boot(self, raw: Mapping[str, Any]) -> None:
+        """Make sure a container on a no-ICC network can start: its hook is on this host, and no
+        veth of its fixed name is left over (LXD 5.0.2 leaves the host veth behind when a start
+        fails in LXC, and then refuses every later start: "File exists")."""
+        att = _net.attachment(raw)
+        if att is None or att.port is None or not self.locality().local:
+            return
+        self._no_icc_hook()
+        from ...network.netfilter import link_exists, run_tool
+
+        if str(raw.get("status", "")).lower() == "stopped" and link_exists(att.port):
+            run_tool(["ip", "link", "delete", "dev", att.port], check=False)
 
     def _network_up(self, ref: str, raw: Mapping[str, Any]) -> None:
         """After a (re)start, before the job: the container has its address and default

@@ -1,12 +1,19 @@
-"""LXD exec over its websockets: a small RFC 6455 client and the stream pump.
+"""LXD exec over its websockets: a wsproto client and the stream adapters of the pump.
 
 pylxd creates the exec operation (``POST /1.0/instances/NAME/exec``); the byte
 streams then go over websockets that this module drives itself. pylxd's own
 ``Instance.execute`` cannot be used for cman's ``exec``: it sends stdin all at once
 inside the websocket handshake (a terminal or a pipe that stays open would block
 before the command even starts), runs ws4py threads with sleep loops, and has no
-pty or window-size support. Here one thread selects over the local stdin and the
-sockets, so Ctrl-C, stdin EOF and window changes are handled in one place.
+pty or window-size support.
+
+The protocol is wsproto's (sans-IO: it parses and builds frames, cman owns the
+sockets), so the sockets fit the one loop of :func:`cman._sys.tty.pump`: a
+readable socket is read once (:meth:`WebSocket.receive`, never blocking for a
+whole message), wsproto turns the bytes into events, pings are answered at once,
+fragments of a message are collected across the control frames the server puts
+between them, and a message over :data:`MAX_MESSAGE` bytes is an error rather
+than unbounded memory.
 
 LXD's exec protocol (``wait-for-websocket: true``), as the ``lxc`` client speaks it:
 
@@ -23,93 +30,116 @@ operation's ``metadata.return`` to the exit code (128+N for a signal N).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
-import os
 import socket
 import ssl
-import struct
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..._sys import tty as _tty
 from ...models import StdIO
 
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_MAX_HEADER = 65536
+if TYPE_CHECKING:
+    from wsproto.connection import Connection
+    from wsproto.events import Event
+
+OP_TEXT, OP_BINARY = 0x1, 0x2
+"""The two kinds of data message (RFC 6455 opcodes)."""
+MAX_MESSAGE = 16 << 20
+"""The largest message accepted (LXD's exec frames are a few KiB; a runaway peer is an error, not memory)."""
+RECV_SIZE = 65536
+CLOSE_NORMAL, CLOSE_TOO_BIG = 1000, 1009
 
 Dial = Callable[[], socket.socket]
 """Opens a connected (and, for HTTPS, TLS-wrapped) socket to the LXD server."""
+Message = tuple[int, bytes]
+"""(OP_TEXT or OP_BINARY, payload): one whole message."""
 
 
 class WebSocketError(Exception):
-    """The websocket handshake or framing failed."""
+    """The websocket handshake or framing failed, or a message was too large."""
 
 
 class WebSocket:
-    """A blocking websocket client connection (client side: frames are masked)."""
+    """A websocket client connection over a blocking socket, framed by wsproto."""
 
-    def __init__(self, sock: socket.socket, leftover: bytes = b"") -> None:
+    def __init__(self, sock: socket.socket, conn: Connection, *, max_message: int = MAX_MESSAGE) -> None:
         self.sock = sock
-        self._buf = bytearray(leftover)
+        self._conn = conn
+        self.max_message = max_message
+        self._inbox: deque[Message] = deque()
+        self._partial = bytearray()
         self.closed = False
 
     @classmethod
-    def connect(cls, dial: Dial, host: str, path: str, *, timeout: float = 10.0) -> WebSocket:
+    def connect(cls, dial: Dial, host: str, path: str, *, timeout: float = 10.0,
+                max_message: int = MAX_MESSAGE) -> WebSocket:
+        """Open ``path`` with the upgrade handshake; bytes that came with the answer are kept."""
+        from wsproto import ConnectionType, WSConnection
+        from wsproto.events import AcceptConnection, RejectConnection, Request
+        from wsproto.utilities import ProtocolError
+
         sock = dial()
         try:
             sock.settimeout(timeout)
-            key = base64.b64encode(os.urandom(16)).decode()
-            request = (
-                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            )
-            sock.sendall(request.encode())
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    raise WebSocketError(f"server closed the connection during the handshake for {path}")
-                data += chunk
-                if len(data) > _MAX_HEADER:
-                    raise WebSocketError("handshake response too large")
-            head, _, rest = data.partition(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            if len(lines[0].split()) < 2 or lines[0].split()[1] != "101":
-                raise WebSocketError(f"websocket handshake refused: {lines[0]}")
-            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
-            expected = base64.b64encode(hashlib.sha1((key + _GUID).encode()).digest()).decode()
-            if headers.get("sec-websocket-accept") != expected:
-                raise WebSocketError("websocket handshake: bad Sec-WebSocket-Accept")
+            handshake = WSConnection(ConnectionType.CLIENT)
+            sock.sendall(handshake.send(Request(host=host, target=path)))
+            accepted = False
+            while not accepted:
+                data = sock.recv(RECV_SIZE)
+                if not data:
+                    raise ConnectionResetError
+                try:
+                    handshake.receive_data(data)
+                    for event in handshake.events():
+                        if isinstance(event, RejectConnection):
+                            raise WebSocketError(f"websocket handshake refused: HTTP {event.status_code}")
+                        if isinstance(event, AcceptConnection):
+                            accepted = True
+                            break
+                except ProtocolError as err:
+                    raise WebSocketError(f"websocket handshake for {path} failed: {err}") from None
+            assert handshake.connection is not None
             sock.settimeout(None)
-            return cls(sock, rest)
+            ws = cls(sock, handshake.connection, max_message=max_message)
+            ws._process()  # frames that arrived with the handshake's answer
+            return ws
+        except (BrokenPipeError, ConnectionResetError):
+            sock.close()
+            raise WebSocketError(f"server closed the connection during the handshake for {path}") from None
         except BaseException:
             sock.close()
             raise
 
     # -- sending ----------------------------------------------------------------------
 
-    def send(self, payload: bytes, opcode: int = OP_BINARY) -> None:
-        mask = os.urandom(4)
-        n = len(payload)
-        header = bytes([0x80 | opcode])
-        if n < 126:
-            header += bytes([0x80 | n])
-        elif n < 65536:
-            header += bytes([0x80 | 126]) + struct.pack(">H", n)
-        else:
-            header += bytes([0x80 | 127]) + struct.pack(">Q", n)
-        self.sock.sendall(header + mask + _mask(payload, mask))
+    def _send_event(self, event: Event) -> None:
+        from wsproto.utilities import LocalProtocolError
+
+        try:
+            data = self._conn.send(event)
+        except LocalProtocolError:
+            raise BrokenPipeError("the websocket is closed") from None
+        self.sock.sendall(data)
+
+    def send(self, payload: bytes) -> None:
+        """One binary message."""
+        from wsproto.events import BytesMessage
+
+        self._send_event(BytesMessage(data=payload))
 
     def send_text(self, text: str) -> None:
-        self.send(text.encode(), OP_TEXT)
+        from wsproto.events import TextMessage
+
+        self._send_event(TextMessage(data=text))
 
     def send_eof(self) -> None:
         """LXD's end-of-stream barrier: an empty text message."""
-        self.send(b"", OP_TEXT)
+        self.send_text("")
 
     # -- receiving --------------------------------------------------------------------
 
@@ -117,77 +147,80 @@ class WebSocket:
         return self.sock.fileno()
 
     def pending(self) -> bool:
-        """Bytes already read from the kernel (our buffer, or TLS records) that select() cannot see."""
-        if self._buf:
+        """Whole messages already read, or TLS records the kernel no longer shows to select()."""
+        if self._inbox:
             return True
-        return isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+        return not self.closed and isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
 
-    def _read(self, n: int) -> bytes:
-        while len(self._buf) < n:
-            chunk = self.sock.recv(max(65536, n - len(self._buf)))
-            if not chunk:
-                raise ConnectionResetError("websocket closed mid-frame")
-            self._buf += chunk
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
-
-    def recv(self) -> tuple[int, bytes] | None:
-        """One whole message as (opcode, payload); None once the peer closed.
-
-        A ping is answered here and returned as ``(OP_PING, payload)`` rather than
-        waiting for the next data frame: the caller selects again, so a quiet stream
-        that LXD keeps alive with pings never blocks the pump.
-        """
+    def receive(self) -> None:
+        """Read what the socket has (one ``recv``: call it when the socket is readable) and
+        queue the whole messages it completes. Pings are answered here. Raises
+        WebSocketError for a message over the cap or a framing error."""
         if self.closed:
-            return None
-        message = bytearray()
-        first_opcode: int | None = None
+            return
         try:
-            while True:
-                b0, b1 = self._read(2)
-                fin, opcode, masked, n = b0 & 0x80, b0 & 0x0F, b1 & 0x80, b1 & 0x7F
-                if n == 126:
-                    n = struct.unpack(">H", self._read(2))[0]
-                elif n == 127:
-                    n = struct.unpack(">Q", self._read(8))[0]
-                mask = self._read(4) if masked else b""
-                payload = self._read(n)
-                if masked:
-                    payload = _mask(payload, mask)
-                if opcode == OP_CLOSE:
-                    self.closed = True
-                    with contextlib.suppress(OSError):
-                        self.send(payload[:2], OP_CLOSE)
-                    return None
-                if opcode == OP_PING:
-                    self.send(payload, OP_PONG)
-                    return (OP_PING, payload)
-                if opcode == OP_PONG:
-                    return (OP_PONG, payload)
-                if opcode != OP_CONT:
-                    first_opcode = opcode
-                message += payload
-                if fin:
-                    return (first_opcode if first_opcode is not None else OP_BINARY, bytes(message))
+            data = self.sock.recv(RECV_SIZE)
         except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
-            self.closed = True
-            return None
+            data = b""
+        self._conn.receive_data(data or None)
+        self._process()
+
+    def next_message(self) -> Message | None:
+        """The oldest whole message received, or None."""
+        return self._inbox.popleft() if self._inbox else None
+
+    def recv(self) -> Message | None:
+        """Block until a whole message arrives; None once the connection is closed."""
+        while not self._inbox and not self.closed:
+            self.receive()
+        return self.next_message()
+
+    def _process(self) -> None:
+        from wsproto.connection import ConnectionState
+        from wsproto.events import CloseConnection, Ping, TextMessage
+        from wsproto.events import Message as WsMessage
+
+        for event in self._conn.events():
+            if isinstance(event, WsMessage):
+                chunk = event.data.encode() if isinstance(event, TextMessage) else bytes(event.data)
+                if len(self._partial) + len(chunk) > self.max_message:
+                    self._abort(CLOSE_TOO_BIG, "message too big")
+                    raise WebSocketError(f"the server sent a message over the {self.max_message}-byte limit")
+                self._partial += chunk
+                if event.message_finished:
+                    self._inbox.append((OP_TEXT if isinstance(event, TextMessage) else OP_BINARY, bytes(self._partial)))
+                    self._partial.clear()
+            elif isinstance(event, Ping):
+                with contextlib.suppress(OSError):
+                    self._send_event(event.response())
+            elif isinstance(event, CloseConnection):
+                state = self._conn.state
+                if state == ConnectionState.OPEN:  # wsproto could not parse what the server sent
+                    self._abort(event.code, event.reason or "protocol error")
+                    raise WebSocketError(f"bad websocket frame from the server: {event.reason or event.code}")
+                if state == ConnectionState.REMOTE_CLOSING:
+                    with contextlib.suppress(OSError):
+                        self._send_event(event.response())
+                self.closed = True
+            # Pong: nothing to do.
+
+    def _abort(self, code: int, reason: str) -> None:
+        from wsproto.events import CloseConnection
+
+        with contextlib.suppress(OSError, ssl.SSLError):
+            self._send_event(CloseConnection(code=code, reason=reason))
+        self.closed = True
 
     def close(self) -> None:
-        if not self.closed:
+        from wsproto.connection import ConnectionState
+        from wsproto.events import CloseConnection
+
+        if not self.closed and self._conn.state == ConnectionState.OPEN:
             with contextlib.suppress(OSError, ssl.SSLError):
-                self.send(struct.pack(">H", 1000), OP_CLOSE)
+                self._send_event(CloseConnection(code=CLOSE_NORMAL))
         self.closed = True
         with contextlib.suppress(OSError):
             self.sock.close()
-
-
-def _mask(data: bytes, mask: bytes) -> bytes:
-    if not data:
-        return data
-    key = int.from_bytes((mask * (len(data) // 4 + 1))[: len(data)], "big")
-    return (int.from_bytes(data, "big") ^ key).to_bytes(len(data), "big")
 
 
 # -- dialers ------------------------------------------------------------------------------
@@ -291,25 +324,43 @@ def send_signal(control: WebSocket, signum: int) -> None:
 
 
 class WsChannel:
-    """An output websocket for the pump: data messages, and LXD's empty text message as the end."""
+    """An output websocket for the pump: data messages, and LXD's empty text message as the end.
+
+    Each :meth:`read` takes at most one ``recv`` from the socket, so a message whose
+    fragments are still on their way never blocks the pump (stdin, resizes, the other
+    streams go on meanwhile).
+    """
 
     def __init__(self, ws: WebSocket, stream: int) -> None:
         self.ws = ws
         self.stream = stream
+        self.ended = False
+        """The end was seen after data that was handed out first: the next read says so."""
 
     def fileno(self) -> int:
         return self.ws.fileno()
 
     def pending(self) -> bool:
-        return self.ws.pending()
+        return self.ended or self.ws.pending()
 
     def read(self) -> list[_tty.Chunk] | None:
-        message = self.ws.recv()
-        if message is None or (message[0] == OP_TEXT and not message[1]):
+        if self.ended:
             return None
-        if message[0] in (OP_PING, OP_PONG):
-            return []
-        return [(self.stream, message[1])]
+        message = self.ws.next_message()
+        if message is None:
+            self.ws.receive()
+            message = self.ws.next_message()
+        out: list[_tty.Chunk] = []
+        while message is not None:
+            if message == (OP_TEXT, b""):  # LXD's barrier: this stream is done
+                self.ended = True
+                break
+            out.append((self.stream, message[1]))
+            message = self.ws.next_message()
+        if self.ended or self.ws.closed:
+            self.ended = True
+            return out or None
+        return out
 
 
 class WsInbound:
