@@ -139,6 +139,17 @@ class EngineUnavailable(CmanError):
         self.fix = fix
 
 
+class NoEngine(EngineUnavailable):
+    """No backend is reachable (nothing to auto-detect)."""
+
+    def __init__(self) -> None:
+        CmanError.__init__(self, "no container engine is reachable",
+                           hint="run `cman engine status` to see how to start one")
+        self.backend = "cman"
+        self.problem = "no container engine is reachable"
+        self.fix = "run `cman engine status` to see how to start one"
+
+
 class SourceUnreachable(CmanError):
     """A registry or image server cannot be reached (pull)."""
 
@@ -164,6 +175,17 @@ class Unsupported(CmanError):
         )
         self.backend = backend
         self.feature = feature
+
+
+class CommandNotRunnable(CmanError):
+    """The container started, but its command cannot be executed in it: 126 (not an executable
+    file) or 127 (not found), as ``docker run`` reports it."""
+
+    def __init__(self, backend: str, container: str, program: str, code: int) -> None:
+        why = "not found" if code == ExitCode.COMMAND_NOT_FOUND else "not an executable file"
+        super().__init__(f"{backend}: cannot run {program!r} in {container}: {why}",
+                         hint="check the command, the image and the container's PATH")
+        self.exit_code = ExitCode(code)
 
 
 class EngineError(CmanError):

@@ -121,6 +121,27 @@ FOREGROUND_WRAPPER = (
 after the halt signal's number. Uses only sh builtins."""
 
 
+CHECK_COMMAND = (
+    'c=$1; case $c in */*) if [ ! -e "$c" ]; then echo 127; elif [ -d "$c" ] || [ ! -x "$c" ]; then echo 126; '
+    'else echo 0; fi;; *) if command -v -- "$c" >/dev/null 2>&1; then echo 0; else echo 127; fi;; esac'
+)
+"""Constant: prints 0, 126 (not executable) or 127 (not found) for the command name "$1", as
+the shell that will run the job resolves it (builtins, the container's PATH). Run before a
+job starts, so a command that cannot run fails the start, as Docker's does."""
+
+
+def check_argv(program: str) -> list[str]:
+    """The argv that asks a container whether it can run ``program`` (see :data:`CHECK_COMMAND`)."""
+    return ["/bin/sh", "-c", CHECK_COMMAND, "cman-check", program]
+
+
+def check_verdict(returncode: int, stdout: bytes | str) -> int | None:
+    """0, 126 or 127 from the check's output; None when the check itself could not run."""
+    text = stdout.decode(errors="replace") if isinstance(stdout, bytes) else stdout
+    verdict = text.strip()
+    return int(verdict) if returncode == 0 and verdict in ("0", "126", "127") else None
+
+
 class JobHost(Protocol):
     """What an engine supplies to run jobs. Errors are already cman errors."""
 
@@ -160,10 +181,11 @@ def parse_rc(data: bytes | None) -> int | None:
     """The content of ``job.rc`` as an exit code; None when absent, empty or half-written."""
     if data is None:
         return None
-    try:
-        return int(data.strip())
-    except ValueError:
+    text = data.strip()
+    if not (text.isascii() and text.isdigit()):  # the container writes this file: trust only 0-255
         return None
+    code = int(text)
+    return code if code <= 255 else None
 
 
 def wrapper_argv(halt: int, command: Sequence[str]) -> list[str]:
@@ -278,12 +300,16 @@ def parse_signal(value: str | None, default: int = DEFAULT_HALT) -> int:
     if not value:
         return default
     text = value.strip().upper()
-    if text.isdigit():
-        return int(text)
+    number: int | None = None
     name = text if text.startswith("SIG") else f"SIG{text}"
-    if name.startswith("SIGRTMIN+") and name[len("SIGRTMIN+"):].isdigit():
-        return int(signal.SIGRTMIN) + int(name[len("SIGRTMIN+"):])
-    try:
-        return int(signal.Signals[name])
-    except KeyError:
-        return default
+    offset = name[len("SIGRTMIN+"):]
+    if text.isascii() and text.isdigit():
+        number = int(text)
+    elif name.startswith("SIGRTMIN+") and offset.isascii() and offset.isdigit():
+        number = int(signal.SIGRTMIN) + int(offset)
+    else:
+        try:
+            number = int(signal.Signals[name])
+        except KeyError:
+            return default
+    return number if 0 < number <= int(signal.SIGRTMAX) else default  # 0 is no signal at all

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from . import backends as _registry
 from .backends.base import Backend, Feature
 from .cgroups import CgroupReader, CpuSample, CpuSampler, Prefer, SampleStatus
-from .errors import CmanError, EngineUnavailable, InvalidValue
+from .errors import CmanError, InvalidValue, NoEngine
 from .models import Container, State
 
 STOPPED = "stopped"
@@ -295,7 +295,7 @@ class StatsCollector:
         explicit = self.source.explicit_backend()
         names = self.source.listing_backends()
         if not names:
-            raise EngineUnavailable("cman", "no container engine is reachable", "run `cman engine status` to see how to start one")
+            raise NoEngine()
         return names, {explicit} if explicit else set()
 
     def _select(self, bname: str, backend: Backend, listing: list[Container]) -> list[Container]:

@@ -15,7 +15,11 @@ from collections.abc import Iterable, Mapping
 from .errors import InvalidName, InvalidValue
 from .models import RESERVED_LABEL_PREFIXES
 
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?", re.IGNORECASE)
+_SIZE = re.compile(r"(\d{1,30}(?:\.\d{1,30})?)\s*([bkmgt]?)(?:i?b)?", re.IGNORECASE | re.ASCII)
+MAX_BYTES = 2**63 - 1
+"""No engine takes a size above a signed 64-bit byte count."""
+MIN_CPUS = 0.01
+"""Docker's smallest quota (NanoCpus 1e7); below it NanoCpus rounds to 0, which means "no limit"."""
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]*")
@@ -26,9 +30,13 @@ def parse_size(text: str, field: str = "--memory") -> int:
     m = _SIZE.fullmatch(text.strip())
     if not m:
         raise InvalidValue(field, text, "use a number with an optional unit b, k, m, g or t (e.g. 512m)")
-    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    from decimal import Decimal
+
+    value = int(Decimal(m.group(1)) * _UNITS[m.group(2).lower()])  # exact: no float rounding
     if value <= 0:
         raise InvalidValue(field, text, "must be greater than zero")
+    if value > MAX_BYTES:
+        raise InvalidValue(field, text, "is larger than any engine takes (at most 8 EiB)")
     return value
 
 
@@ -37,8 +45,8 @@ def parse_cpus(text: str | float, field: str = "--cpus") -> float:
         value = float(text)
     except (TypeError, ValueError):
         raise InvalidValue(field, text, "use a decimal number of CPUs such as 0.5 or 2") from None
-    if not (0 < value <= 1024):
-        raise InvalidValue(field, text, "must be greater than 0")
+    if not (MIN_CPUS <= value <= 1024):  # also refuses nan and inf
+        raise InvalidValue(field, text, f"must be between {MIN_CPUS} and 1024")
     return value
 
 

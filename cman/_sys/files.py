@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,18 +173,32 @@ def _walk(root: Path, parts: list[str], *, create: bool, dir_mode: int,
             os.close(fd)
 
 
-def read_beneath(root: Path, relpath: str) -> bytes | None:
-    """The content of ``root/relpath`` without following symlinks; None when it does not exist."""
+def open_beneath(root: Path, relpath: str) -> int | None:
+    """A read-only descriptor of the *regular* file ``root/relpath``, reached without following
+    any symlink; None when it is missing or not a regular file. O_NONBLOCK: a FIFO or device
+    that a container planted must not block cman."""
     *dirs, leaf = _parts(relpath)
     try:
         with _walk(root, dirs, create=False, dir_mode=0o755, owner=None) as dirfd:
-            fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+            fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dirfd)
     except FileNotFoundError:
         return None
     except OSError as err:
         if err.errno in (errno.ELOOP, errno.ENOTDIR):
             raise UnsafePath(err.errno, f"{relpath} is a symlink or beneath one", relpath) from err
         raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def read_beneath(root: Path, relpath: str) -> bytes | None:
+    """The content of the regular file ``root/relpath`` (see :func:`open_beneath`); None when it
+    does not exist or is not a regular file."""
+    fd = open_beneath(root, relpath)
+    if fd is None:
+        return None
     with os.fdopen(fd, "rb") as fh:
         return fh.read()
 

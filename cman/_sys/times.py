@@ -19,7 +19,10 @@ def parse_time(value: object) -> datetime | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, tz=UTC) if value > 0 else None
+        try:
+            return datetime.fromtimestamp(value, tz=UTC) if value > 0 else None
+        except (ValueError, OverflowError, OSError):  # beyond year 9999: not a real time
+            return None
     if not isinstance(value, str) or not value or value.startswith("0001-"):
         return None
     text = _FRACTION.sub(r"\1", value.strip()).replace("Z", "+00:00")

@@ -79,6 +79,6 @@ def default_name(option: str | None = None) -> str:
     for name in REGISTRY:
         if quick_reachable(name):
             return name
-    from ..errors import EngineUnavailable
+    from ..errors import NoEngine
 
-    raise EngineUnavailable("cman", "no container engine is reachable", "run `cman engine status` to see how to start one")
+    raise NoEngine()

@@ -15,7 +15,7 @@ import typer
 
 from .. import __version__
 from ..errors import CmanError, ExitCode
-from ._common import Session
+from ._common import Session, printable
 
 COMMANDS = {
     **dict.fromkeys(("run", "create", "ps", "start", "stop", "restart", "rm", "exec", "logs", "inspect"), "containers"),
@@ -109,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             import traceback
 
-            traceback.print_exc()
-        sys.stderr.write(f"cman: {err}\n")
+            sys.stderr.write(printable(traceback.format_exc(), keep="\n"))
+        sys.stderr.write(f"cman: {printable(str(err))}\n")
         for note in getattr(err, "__notes__", ()):  # what went wrong while cleaning up after it
-            sys.stderr.write(f"cman: warning: {note}\n")
+            sys.stderr.write(f"cman: warning: {printable(str(note))}\n")
         return int(err.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("cman: interrupted\n")
@@ -126,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         # typer vendors click; its ClickException is the class with show() and exit_code.
         if callable(getattr(err, "show", None)) and isinstance(getattr(err, "exit_code", None), int):
             err.show()  # type: ignore[attr-defined]
+            if _invoked_command(args) in ("run", "exec") and err.exit_code == ExitCode.USAGE:  # type: ignore[attr-defined]
+                return int(ExitCode.RUN_FAILED)  # as docker run/exec: their own failures are 125
             return int(err.exit_code)  # type: ignore[attr-defined]
         if debug:
             raise
-        sys.stderr.write(f"cman: internal error: {type(err).__name__}: {err} (run with --debug for the traceback)\n")
+        sys.stderr.write(f"cman: internal error: {type(err).__name__}: {printable(str(err))} "
+                         "(run with --debug for the traceback)\n")
         return int(ExitCode.ERROR)

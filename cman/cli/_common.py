@@ -16,7 +16,7 @@ import typer
 
 from .. import backends
 from ..backends.base import Backend
-from ..errors import AmbiguousName, CmanError, ContainerNotFound, EngineUnavailable
+from ..errors import AmbiguousName, CmanError, ContainerNotFound, NoEngine, UsageError
 from ..models import StdIO
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,7 +45,7 @@ class Session:
             return [explicit]
         found = [n for n in backends.names() if backends.quick_reachable(n)]
         if not found:
-            raise EngineUnavailable("cman", "no container engine is reachable", "run `cman engine status` to see how to start one")
+            raise NoEngine()
         return found
 
     def resolve(self, ref: str) -> tuple[Backend, str]:
@@ -59,16 +59,20 @@ class Session:
         candidates = self.listing_backends()
         if len(candidates) == 1:
             return self.backend(candidates[0]), name
+        refused: UsageError | None = None
         for bname in candidates:
             try:
                 self.backend(bname).inspect(name)
             except ContainerNotFound:
                 continue
+            except UsageError as err:  # the name itself is bad: say so rather than "not found"
+                refused = refused or err
+                continue
             except CmanError:
                 continue
             hits.append(bname)
         if not hits:
-            raise ContainerNotFound(name)
+            raise refused or ContainerNotFound(name)
         if len(hits) > 1:
             raise AmbiguousName(name, hits)
         return self.backend(hits[0]), name
@@ -128,8 +132,18 @@ def human_size(n: int | None) -> str:
     return f"{n}B"
 
 
+def printable(text: str, keep: str = "") -> str:
+    """Control characters (from user input, or an engine) shown escaped (``\\x1b``), never raw on a terminal."""
+    return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
+
+
 def warn(message: str) -> None:
-    sys.stderr.write(f"cman: warning: {message}\n")
+    sys.stderr.write(f"cman: warning: {printable(message)}\n")
+
+
+def say_error(err: object) -> None:
+    """One error line for one item of a command that goes on with the others."""
+    sys.stderr.write(f"cman: {printable(str(err))}\n")
 
 
 def only_command(app: typer.Typer, only: str | None) -> Callable[..., Callable[[F], F]]:

@@ -11,7 +11,7 @@ from ..errors import CmanError, ExitCode, Interrupted
 from ..models import Container, ContainerSpec
 from ..validate import parse_cpus, parse_env, parse_labels, parse_size
 from ._common import only_command as _only
-from ._common import print_json, print_table, session, terminal_stdio, warn
+from ._common import print_json, print_table, say_error, session, terminal_stdio, warn
 from .images import pull_progress_printer
 
 # Options after IMAGE belong to the container's command, as with `docker run`.
@@ -43,7 +43,7 @@ def _say_privileged(backend: str) -> None:
 
 def _report(err: CmanError) -> None:
     """The error's line, then what went wrong while cleaning up after it (its notes)."""
-    sys.stderr.write(f"cman: {err}\n")
+    say_error(err)
     for note in getattr(err, "__notes__", ()):
         warn(str(note))
 
@@ -270,7 +270,7 @@ def register(app: typer.Typer, only: str | None = None) -> None:
             with lifecycle.interruptible():
                 code = backend.exec(ref, command, terminal_stdio(interactive=interactive, tty=tty), env=environment)
         except Interrupted as err:
-            sys.stderr.write(f"cman: {err}\n")
+            say_error(err)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from err
         except CmanError as err:
             raise _run_exit(err) from err
@@ -326,7 +326,7 @@ def register(app: typer.Typer, only: str | None = None) -> None:
             except CmanError as err:
                 if len(names) == 1:
                     raise
-                sys.stderr.write(f"cman: {err}\n")
+                say_error(err)
                 first = first or err
         if first is not None:
             raise typer.Exit(int(first.exit_code))

@@ -20,7 +20,13 @@ if TYPE_CHECKING:
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Interval = Annotated[str, typer.Option("--interval", metavar="SEC", help="Seconds between samples (> 0).")]
-PidfileOpt = Annotated[Path | None, typer.Option("--pidfile", metavar="PATH", help="Monitor pidfile (default $CMAN_MONITOR_PIDFILE, else /run/cman/monitor.pid for root).")]
+def _pidfile(value: Path | None) -> Path | None:
+    from ..monitor.config import check_pidfile
+
+    return check_pidfile(value)
+
+
+PidfileOpt = Annotated[Path | None, typer.Option("--pidfile", metavar="PATH", callback=_pidfile, help="Monitor pidfile (default $CMAN_MONITOR_PIDFILE, else /run/cman/monitor.pid for root).")]
 ListenOpt = Annotated[str, typer.Option("--listen", metavar="IP:PORT", help="IP:PORT for the metrics server (default 127.0.0.1:9464, loopback).")]
 LogOpt = Annotated[Path | None, typer.Option("--log", metavar="PATH", help="Append the daemon's log here (default: /dev/null; `run`: stderr).")]
 

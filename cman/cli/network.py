@@ -9,7 +9,7 @@ import typer
 
 from .. import backends
 from ..errors import CmanError, UsageError
-from ._common import backends_split, print_json, print_table, session, warn
+from ._common import backends_split, print_json, print_table, say_error, session, warn
 
 if TYPE_CHECKING:
     from ..backends.base import Backend
@@ -39,14 +39,18 @@ def _resolve(s: Session, ref: str) -> tuple[Backend, str]:
     if len(candidates) == 1:
         return s.backend(candidates[0]), name
     hits = []
+    refused: UsageError | None = None
     for bname in candidates:
         try:
             s.backend(bname).network_inspect(name)
+        except UsageError as err:  # the name itself is bad: say so rather than "not found"
+            refused = refused or err
+            continue
         except CmanError:
             continue
         hits.append(bname)
     if not hits:
-        raise NetworkNotFound(name)
+        raise refused or NetworkNotFound(name)
     if len(hits) > 1:
         raise UsageError(f"network {name!r} exists on {', '.join(hits)}",
                          hint="write " + " or ".join(f"{b}:{name}" for b in hits))
@@ -194,7 +198,7 @@ def register(app: typer.Typer, only: str | None = None) -> None:
             except CmanError as err:
                 if len(names) == 1:
                     raise
-                sys.stderr.write(f"cman: {err}\n")
+                say_error(err)
                 first = first or err
         if as_json:
             print_json({"removed": removed})

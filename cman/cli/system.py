@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import print_json, warn
+from ._common import print_json, say_error, warn
 
 
 def register(app: typer.Typer, only: str | None = None) -> None:
@@ -36,7 +36,7 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         for message in report.warnings:
             warn(message)
         for where, err in report.problems:
-            sys.stderr.write(f"cman: {where}: {err}\n")
+            say_error(f"{where}: {err}")
         if dry_run and report.items and not as_json:
             sys.stderr.write("cman: dry run: nothing was removed\n")
         if report.problems:

@@ -51,6 +51,9 @@ def check_bip(text: str) -> str:
 
 def check_mirror(text: str) -> str:
     """dockerd's own rules for a registry mirror: http(s)://host[:port][/], nothing else."""
+    if not text.isascii() or not text.isprintable() or any(c.isspace() for c in text):
+        # urlsplit drops tabs and newlines before parsing: check the text itself first
+        raise InvalidValue("--registry-mirror", text, "a URL is printable ASCII without spaces")
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -118,9 +121,12 @@ class DaemonSettings:
 def read_config(path: Path) -> tuple[str | None, dict[str, Any]]:
     """The file's text (None when absent) and its JSON object."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None, {}
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{path} is not UTF-8 text (byte {err.start})",
+                         hint="fix it by hand first: dockerd reads daemon.json as UTF-8 JSON") from err
     except OSError as err:
         raise UsageError(f"cannot read {path}: {err.strerror}") from err
     if not text.strip():

@@ -66,9 +66,16 @@ def default_pidfile() -> Path:
     return run_dir() / "monitor.pid"
 
 
+def check_pidfile(path: Path | None) -> Path | None:
+    """A pidfile names a file: not ``/``, not a folder (``--pidfile``)."""
+    if path is not None and (not path.name or path.name in (".", "..") or path.is_dir()):
+        raise InvalidValue("--pidfile", str(path), "name a file, e.g. /run/cman/monitor.pid")
+    return path
+
+
 def state_file_for(pidfile: Path) -> Path:
     """Where the monitor behind ``pidfile`` publishes its samples."""
-    return pidfile.with_suffix(".json")
+    return check_pidfile(pidfile).with_suffix(".json")  # type: ignore[union-attr]
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -93,7 +100,7 @@ def parse_listen(text: str) -> tuple[str, int]:
         ipaddress.ip_address(host)
     except ValueError:
         raise InvalidValue("--listen", text, "use IP:PORT with an IP address, e.g. 127.0.0.1:9464") from None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise InvalidValue("--listen", text, "the port must be a number from 1 to 65535")
     return host, int(port_text)
 

@@ -79,7 +79,7 @@ def check_ifname(name: str, field: str = "--bridge") -> str:
     """The kernel's rules for an interface name (``dev_valid_name``), plus printable ASCII."""
     if not name:
         raise InvalidValue(field, name, "must not be empty")
-    if len(name.encode()) >= IFNAMSIZ:
+    if len(name.encode("utf-8", "surrogatepass")) >= IFNAMSIZ:  # argv bytes that are not UTF-8 too
         raise InvalidValue(field, name, f"interface names have at most {IFNAMSIZ - 1} characters")
     if name in (".", ".."):
         raise InvalidValue(field, name, "'.' and '..' are not interface names")
@@ -135,6 +135,8 @@ def parse_host_address(text: str, net: ipaddress.IPv4Network | None, field: str)
 def check_dns_servers(servers: Iterable[str], field: str = "--dns") -> tuple[str, ...]:
     out: list[str] = []
     for text in servers:
+        if "%" in text:  # an IPv6 scope ID: free text that would reach resolv.conf and labels
+            raise InvalidValue(field, text, "a scoped address (%zone) cannot be a container's DNS server")
         try:
             addr = ipaddress.ip_address(text)
         except ValueError:

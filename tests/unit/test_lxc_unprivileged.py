@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from cman._sys import files
 from cman._sys import proc as _proc
 from cman.backends.lxc import LxcBackend, attach, config, connection, idmap, jobhost, tools
 from cman.errors import EngineUnavailable, ExitCode
@@ -251,19 +252,22 @@ def test_hostile_job_files_are_not_opened(tmp_path: Path) -> None:
     (root / "var" / "log" / "cman").mkdir(parents=True)
     rc = root / "var" / "log" / "cman" / "job.rc"
     rc.write_text("3\n")
-    fd = jobhost.open_regular_beneath(root, "/var/log/cman/job.rc")
+    fd = files.open_beneath(root, "/var/log/cman/job.rc")
     assert fd is not None and os.read(fd, 10) == b"3\n"
     os.close(fd)
     rc.unlink()
     os.mkfifo(rc)
-    assert jobhost.open_regular_beneath(root, "/var/log/cman/job.rc") is None, "a FIFO must not block cman"
+    assert files.open_beneath(root, "/var/log/cman/job.rc") is None, "a FIFO must not block cman"
+    assert files.read_beneath(root, "/var/log/cman/job.rc") is None, "nor a read of it"
     rc.unlink()
     (tmp_path / "host").write_text("secret")
     rc.symlink_to(tmp_path / "host")
-    assert jobhost.open_regular_beneath(root, "/var/log/cman/job.rc") is None
+    with pytest.raises(files.UnsafePath):
+        files.open_beneath(root, "/var/log/cman/job.rc")
     (root / "var" / "log" / "cman").rename(root / "var" / "log" / "moved")
     (root / "var" / "log" / "cman").symlink_to(tmp_path)
-    assert jobhost.open_regular_beneath(root, "/var/log/cman/host") is None, "a symlinked folder neither"
+    with pytest.raises(files.UnsafePath):
+        files.open_beneath(root, "/var/log/cman/host")  # a symlinked folder neither
 
 
 def test_wait_reads_an_ephemeral_jobs_code_after_lxc_destroyed_it(backend: LxcBackend,

@@ -37,7 +37,7 @@ from ... import jobs
 from ..._sys import files as _files
 from ..._sys import proc as _proc
 from ..._sys.times import now_iso
-from ...errors import CmanError, Conflict, ContainerNotFound, EngineError, ExitCode, InvalidValue, NameInUse
+from ...errors import CmanError, CommandNotRunnable, Conflict, ContainerNotFound, EngineError, InvalidValue, NameInUse
 from ...models import Container, ContainerSpec, LogChunk, State, StdIO
 from ...validate import check_config_value
 from . import net
@@ -51,22 +51,6 @@ from .tools import NEW_DIR_PREFIX, RUNNING, Paths, first_error, info, parse_ls
 
 class StartFailed(EngineError):
     """lxc-start returned, but the container is not running."""
-
-
-class CommandNotRunnable(CmanError):
-    """The container started, but its command cannot be executed in it (126 or 127)."""
-
-    def __init__(self, message: str, code: ExitCode) -> None:
-        super().__init__(message, hint="check the command, the image and the container's PATH")
-        self.exit_code = code
-
-
-CHECK_COMMAND = (
-    'c=$1; case $c in */*) if [ ! -e "$c" ]; then echo 127; elif [ -d "$c" ] || [ ! -x "$c" ]; then echo 126; '
-    'else echo 0; fi;; *) if command -v -- "$c" >/dev/null 2>&1; then echo 0; else echo 127; fi;; esac'
-)
-"""Constant: prints 0, 126 (not executable) or 127 (not found) for the command name "$1",
-as the shell that will run it resolves it (builtins, PATH)."""
 
 
 class LxcContainers(LxcJobHost, LxcNetworks):
@@ -224,13 +208,12 @@ class LxcContainers(LxcJobHost, LxcNetworks):
         126 or 127. Checked in the container, with the job's environment (its PATH)."""
         from .attach import attach_argv, attach_env
 
-        argv, env = attach_argv(self.lxcpath, paths.name, ["/bin/sh", "-c", CHECK_COMMAND, "cman-check", command[0]],
+        argv, env = attach_argv(self.lxcpath, paths.name, jobs.check_argv(command[0]),
                                 attach_env(meta.get("env") or {}, None, tty=False))
         done = _proc.run(argv, env=env, timeout=60, check=False, backend="lxc")
-        verdict = done.stdout.strip()
-        if verdict == "0":
+        code = jobs.check_verdict(done.returncode, done.stdout)
+        if code == 0:
             return
-        code = {"126": ExitCode.CANNOT_INVOKE, "127": ExitCode.COMMAND_NOT_FOUND}.get(verdict)
         with contextlib.suppress(CmanError):
             self._tool("lxc-stop", "-n", paths.name, "-k", timeout=60, check=False)
         if paths.config.exists():
@@ -240,8 +223,7 @@ class LxcContainers(LxcJobHost, LxcNetworks):
             detail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
             raise StartFailed(f"lxc: cannot run a command in {paths.name}: {detail}",
                               hint="the image needs /bin/sh for cman's job runner")
-        why = "not found" if code == ExitCode.COMMAND_NOT_FOUND else "not an executable file"
-        raise CommandNotRunnable(f"lxc: cannot run {command[0]!r} in {paths.name}: {why}", code)
+        raise CommandNotRunnable("lxc", paths.name, command[0], code)
 
     def stop(self, ref: str, *, timeout: float = 10) -> None:
         paths = self._existing(ref)

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import subprocess
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 from ... import jobs
 from ..._sys import files as _files
@@ -113,7 +111,10 @@ def wait_ephemeral(host: LxcJobHost, paths: Paths) -> int:
             except OSError:  # gone meanwhile, or a symlink planted on the way: not ours to follow
                 current = None
             if current is not None and (fd is None or os.fstat(fd).st_ino != current.st_ino):
-                fresh = open_regular_beneath(paths.rootfs, jobs.JOB_RC)
+                try:
+                    fresh = _files.open_beneath(paths.rootfs, jobs.JOB_RC)
+                except OSError:
+                    fresh = None
                 if fresh is not None:
                     if fd is not None:
                         os.close(fd)
@@ -129,31 +130,3 @@ def wait_ephemeral(host: LxcJobHost, paths: Paths) -> int:
     finally:
         if fd is not None:
             os.close(fd)
-
-
-def open_regular_beneath(root: Path, relpath: str) -> int | None:
-    """A read-only descriptor of the regular file ``root/relpath``, reached without following
-    any symlink (as :func:`cman._sys.files.read_beneath` reads); None when it is missing or
-    not a regular file. O_NONBLOCK: a FIFO planted by the container must not block cman."""
-    parts = [p for p in relpath.strip("/").split("/") if p not in ("", ".")]
-    if not parts or ".." in parts:
-        raise ValueError(f"not a plain relative path: {relpath!r}")
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-    try:
-        fd = os.open(root, flags | os.O_DIRECTORY)
-    except OSError:
-        return None
-    try:
-        for part in parts[:-1]:
-            step = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = step
-        leaf = os.open(parts[-1], flags, dir_fd=fd)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(os.fstat(leaf).st_mode):
-        os.close(leaf)
-        return None
-    return leaf

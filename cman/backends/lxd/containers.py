@@ -46,10 +46,10 @@ from ..._sys import unixhttp as _http
 from ..._sys.retry import idempotent
 from ...errors import (
     CmanError,
+    CommandNotRunnable,
     Conflict,
     ContainerNotFound,
     EngineUnavailable,
-    ExitCode,
     InvalidValue,
     NameInUse,
 )
@@ -222,8 +222,6 @@ class LxdContainers(LxdImages, LxdNetworks):
         Docker's): the container is stopped, and one that had never run before reads
         "created" again (so ``run`` removes it, as it removes a Docker container whose
         start failed). A command that exists and then exits 127 is not this case."""
-        from .exec import CommandNotRunnable
-
         with _boundary(container=ref, action="start"):
             verdict = self._runnable(ref, program)
         if verdict in (None, 0):
@@ -233,8 +231,7 @@ class LxdContainers(LxdImages, LxdNetworks):
             with contextlib.suppress(CmanError), _boundary(container=ref, action="start"):
                 patch = {"config": {"volatile.last_state.power": ""}}
                 self._sync_or_wait(self.client.api.instances[ref].patch(json=patch))
-        why = "not found" if verdict == 127 else "not an executable file"
-        raise CommandNotRunnable(f"lxd: cannot run {program!r} in {ref}: {why}", ExitCode(verdict))
+        raise CommandNotRunnable("lxd", ref, program, verdict)
 
     # -- what the job runner needs (cman.jobs.JobHost; kill is LxdConnection's) ----------------
 

@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from ... import jobs
 from ..._sys import tty as _tty
-from ...errors import CmanError, Conflict, EngineError, ExitCode, Interrupted
+from ...errors import CmanError, Conflict, EngineError, Interrupted
 from ...models import State, StdIO
 from . import endpoint
 from .connection import LxdConnection, OperationFailed, _boundary
@@ -24,22 +25,6 @@ from .convert import _state_of
 
 if TYPE_CHECKING:
     from .ws import Dial
-
-
-CHECK_COMMAND = (
-    'c=$1; case $c in */*) if [ ! -e "$c" ]; then echo 127; elif [ -d "$c" ] || [ ! -x "$c" ]; then echo 126; '
-    'else echo 0; fi;; *) if command -v -- "$c" >/dev/null 2>&1; then echo 0; else echo 127; fi;; esac'
-)
-"""Constant: prints 0, 126 (not executable) or 127 (not found) for the command name "$1"."""
-
-
-class CommandNotRunnable(CmanError):
-    """The container booted, but the job's command cannot be executed in it (126 or 127):
-    the start failed, as Docker's does."""
-
-    def __init__(self, message: str, code: ExitCode) -> None:
-        super().__init__(message, hint="check the command, the image and the container's PATH")
-        self.exit_code = code
 
 
 class LxdExec(LxdConnection):
@@ -137,10 +122,8 @@ class LxdExec(LxdConnection):
         import io as _io
 
         out = _io.BytesIO()
-        code = self._exec(ref, ["/bin/sh", "-c", CHECK_COMMAND, "cman-check", program],
-                          StdIO(None, out, _io.BytesIO()), env=None)
-        verdict = out.getvalue().strip()
-        return int(verdict) if code == 0 and verdict in (b"0", b"126", b"127") else None
+        code = self._exec(ref, jobs.check_argv(program), StdIO(None, out, _io.BytesIO()), env=None)
+        return jobs.check_verdict(code, out.getvalue())
 
     def _explain_launch_failure(self, ref: str, program: str, code: int, io: StdIO) -> None:
         """A silent 127/126 may be a command that exited so, or one that could not start:

@@ -53,9 +53,10 @@ DEFAULT_REMOTES: Mapping[str, str] = {
 }
 """Remote name -> simplestreams server, as the ``lxc`` client ships them."""
 
-_ALIAS_BAD = re.compile(r"[\s\x00-\x1f\x7f]")
+_ALIAS_BAD = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _FINGERPRINT = re.compile(r"[0-9a-f]{8,64}")
-_URL_REF = re.compile(r"(?P<server>https://[^/\s:]+(?::\d+)?(?:/[^\s:]*)?):(?P<alias>[^\s]+)")
+_URL_REF = re.compile(r"(?P<server>https://[A-Za-z0-9.\-\[\]_]+(?::\d{1,5})?(?:/[!-9;-~]*)?):(?P<alias>[^\s]+)", re.ASCII)
+"""``https://HOST[:PORT][/PATH]:ALIAS``: the server part is printable ASCII without ':' in the path."""
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,17 @@ def pinned_certificate(*keys: str) -> str | None:
 def check_alias(name: str, what: str = "image name") -> str:
     """LXD alias rules as cman applies them: 1-255 characters, no whitespace or
     control characters, no leading '-' (it would read as an option to ``lxc``)."""
-    if not name or len(name) > 255 or _ALIAS_BAD.search(name) or name.startswith("-"):
+    bad = (not name or len(name) > 255 or bool(_ALIAS_BAD.search(name)) or name.startswith("-")
+           or any(part in (".", "..") for part in name.split("/")))  # an alias travels in a URL path
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: not text that a URL or LXD can carry
+        bad = True
+    if bad:
         raise InvalidName(
             f"invalid {what} {name!r}",
-            hint="use 1-255 characters without spaces or control characters, not starting with '-'"
-            " (e.g. busybox or debian/12)",
+            hint="use 1-255 characters without spaces or control characters, not starting with '-',"
+            " with no '.' or '..' part (e.g. busybox or debian/12)",
         )
     return name
 

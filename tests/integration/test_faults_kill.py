@@ -1,0 +1,361 @@
+"""cman SIGKILLed at random points (issue 13, "cman killed at random points"), on every engine.
+
+Each of ``run --rm``, ``run -d``, ``network create``, ``network rm``, ``image import`` and
+``pull`` is timed once, then started again and again and SIGKILLed after a random delay
+below its measured duration, until it was killed ``CMAN_FAULT_KILLS`` times (default 20)
+on each engine; the engines' campaigns run side by side, one thread each. Then:
+
+1. the run settles (the jobs of killed ``run --rm`` end and the engine removes their
+   containers; LXD finishes downloads a killed pull had started);
+2. ``cman system prune`` removes what the killed processes left behind;
+3. what remains of the run on the host (:mod:`.hoststate`, read with the engines' own tools)
+   must be only what the test legitimately owns: the network and image it set up, a
+   ``run -d`` container whose job began, a network or image whose create, import or pull
+   got through (whole: a network with every part an uninterrupted create makes);
+4. the test removes those with the next cman commands (each must work), and the host is
+   then exactly as before the test.
+
+Pull sources that work offline: Docker pulls an image of the test's own from the local
+registry (127.0.0.1:5000/PREFIX/kpull: a variant of the busybox image, so its layer is
+really downloaded and unpacked, and the shared cman/busybox tag other tests use is left
+alone); LXD pulls from the HTTPS image server of test_lxd_pull.py (sped up to 1 MiB/s);
+raw LXC pulls ``template:busybox`` into a private image store (so the shared store is not
+touched). ``CMAN_FAULT_SEED`` replays a campaign; the counts are printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from cman.backends import backend_class
+
+from ..conftest import NET_PREFIX, PREFIX, REGISTRY, ROOTFS, require_root, selected_engines, unavailable, variant_rootfs
+from . import hoststate
+from .faultlab import OPS, Lab, cman_env, in_threads, private_dir, registry_delete, wait_until
+from .hoststate import Scope, Snapshot
+
+pytestmark = pytest.mark.engine
+
+KILLS = int(os.environ.get("CMAN_FAULT_KILLS", "20"))
+SEED = int(os.environ.get("CMAN_FAULT_SEED", str(random.SystemRandom().randrange(1 << 30))))
+
+
+@dataclass
+class Campaign:
+    labs: dict[str, Lab]
+    scope: Scope
+    before: Snapshot
+    after_kills: Snapshot | None = None
+    after_prune: Snapshot | None = None
+    at_end: Snapshot | None = None
+    prune_runs: list[subprocess.CompletedProcess[str]] = field(default_factory=list)
+    pruned: list[dict[str, object]] = field(default_factory=list)
+    """The prune items that are this run's."""
+    leftovers: list[str] = field(default_factory=list)
+    """What prune left that the test does not own (must be empty)."""
+    half_made: list[str] = field(default_factory=list)
+    cleanup_failures: list[str] = field(default_factory=list)
+    took: float = 0.0
+
+
+# -- set-up of the pull sources --------------------------------------------------------------------
+
+
+def _docker_pull_source(lab: Lab, stack: contextlib.ExitStack) -> None:
+    repo = f"{PREFIX}/kpull"
+    ref = f"{REGISTRY}/{repo}:latest"
+    tarball = variant_rootfs(lab.workdir / "pull.tar.gz", f"{PREFIX}-docker-pull")
+    for argv in (["docker", "import", str(tarball), ref], ["docker", "push", "-q", ref]):
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+        if proc.returncode != 0:
+            unavailable(f"the local registry {REGISTRY} takes no push: {proc.stderr.strip()}")
+    stack.callback(registry_delete, REGISTRY, repo)
+    layers = json.loads(subprocess.run(["docker", "image", "inspect", ref], capture_output=True, text=True,
+                                       check=True).stdout)[0]["RootFS"]["Layers"]
+    lab.scope.docker_layers.update(layers)
+    lab.pull_ref = ref
+    lab.made_images.add(ref)
+
+    def absent() -> None:
+        proc = lab.cli("image", "rm", ref)
+        assert proc.returncode in (0, 3), proc.stderr
+
+    lab.pull_absent = absent
+    absent()
+
+
+def _lxd_pull_source(lab: Lab, stack: contextlib.ExitStack) -> None:
+    from . import test_lxd_pull
+
+    patch = stack.enter_context(pytest.MonkeyPatch.context())
+    patch.setattr(test_lxd_pull, "RATE", 1024 * 1024)
+    folder = lab.workdir / "server"
+    folder.mkdir()
+    server = stack.enter_context(test_lxd_pull.serve(folder))
+    lab.pull_ref = f"{server.remote}:{server.alias}"
+    lab.pull_env = server.env()
+    lab.scope.lxd_fingerprints.add(server.fingerprint)
+    lab.made_images.add(server.fingerprint)
+
+    def absent() -> None:
+        wait_until(lambda: not _lxd_downloading(), 60)
+        proc = lab.cli("image", "rm", server.fingerprint)
+        assert proc.returncode in (0, 3), proc.stderr
+
+    lab.pull_absent = absent
+    absent()
+
+
+def _lxd_downloading() -> bool:
+    """Does the daemon still download an image (a killed pull's operation runs on)?"""
+    ops = json.loads(subprocess.run(["lxc", "query", "/1.0/operations?recursion=1"], capture_output=True,
+                                    text=True, check=True).stdout or "{}")
+    return any(o.get("description") == "Downloading image" for o in (ops or {}).get("running") or [])
+
+
+def _lxc_pull_source(lab: Lab, _stack: contextlib.ExitStack) -> None:
+    lab.pull_ref = "template:busybox"
+    lab.made_images.add(lab.pull_ref)
+
+    def absent() -> None:
+        proc = lab.cli("image", "rm", lab.pull_ref)
+        assert proc.returncode in (0, 3), proc.stderr
+
+    lab.pull_absent = absent
+    absent()
+
+
+PULL_SOURCES = {"docker": _docker_pull_source, "lxd": _lxd_pull_source, "lxc": _lxc_pull_source}
+
+
+# -- the campaign ------------------------------------------------------------------------------------
+
+
+def _engines() -> list[str]:
+    require_root("the kill suite (bridges, iptables, nft, every engine's files)")
+    if not ROOTFS.is_file():
+        unavailable(f"test rootfs {ROOTFS} is missing: run scripts/setup-engines.sh")
+    engines = selected_engines()
+    for name in engines:
+        status = backend_class(name).probe()
+        if not status.reachable:
+            unavailable(f"{name}: {status.problem} (fix: {status.fix})")
+    down = [n for n in ("docker", "lxd", "lxc") if not backend_class(n).probe().reachable]
+    if down:
+        unavailable(f"system prune judges host rules only with every engine up; down: {', '.join(down)}")
+    return engines
+
+
+def _settle(c: Campaign) -> None:
+    """Let what the killed processes set going finish: jobs of --rm runs (1 s each) end and
+    their containers go; LXD finishes downloads."""
+    def rm_containers_gone() -> bool:
+        snap = hoststate.snapshot(c.scope)
+        return not any(i.kind.endswith("container") and re.search(r"-[dxc]rm\d\d$", i.key) for i in snap.items.values())
+
+    wait_until(rm_containers_gone, 90, 1.0)
+    wait_until(lambda: not _lxd_downloading(), 60)
+    time.sleep(3)  # an lxc-attach or exec in flight when its cman died starts its job now
+
+
+def _ours(item: dict[str, object], scope: Scope) -> bool:
+    text = f"{item.get('what')} {item.get('why')}"
+    return scope.named(text) or any(int(n) in scope.pids for n in re.findall(r"\b\d{2,7}\b", text))
+
+
+def _prune(c: Campaign, labs: dict[str, Lab]) -> None:
+    """``cman system prune --json``, once for the host and once more with each lab's own
+    environment (the LXC lab's private image store)."""
+    envs: list[dict[str, str]] = [{}] + [lab.env for lab in labs.values() if lab.env]
+    for env in envs:
+        proc = subprocess.run([sys.executable, "-m", "cman", "system", "prune", "--json"], capture_output=True,
+                              text=True, timeout=600, env=cman_env(env), stdin=subprocess.DEVNULL)
+        c.prune_runs.append(proc)
+        with contextlib.suppress(ValueError):
+            c.pruned += [i for i in json.loads(proc.stdout or "[]") if _ours(i, c.scope)]
+
+
+def _owned(c: Campaign, snap: Snapshot) -> set[str]:
+    """Names the test may still hold after prune, checking that each is whole."""
+    names: set[str] = set()
+    present = {(i.kind.split()[0], i.key): i for i in snap.items.values()}
+    for lab in c.labs.values():
+        for net in sorted(lab.made_networks):
+            item = present.get((lab.name, net))
+            if item is None or item.kind != f"{lab.name} network":
+                continue
+            names.update(item.refs)
+            shape = lab.shape(net, snap)
+            want = lab.shapes.get("--no-icc") if net != lab.run_net else None
+            if want is not None and shape != want:
+                c.half_made.append(f"{lab.name}: network {net} is half-made: {shape}, a whole one is {want}")
+        for name in sorted(lab.made_containers):
+            if (lab.name, name) in present:
+                if lab.job_began(name):
+                    names.add(name)
+                else:
+                    c.half_made.append(f"{lab.name}: container {name} ({present[(lab.name, name)].detail}) "
+                                       "runs no job: its run -d was killed before the job began, and prune kept it")
+        for image in lab.made_images:
+            names.add(image)
+    return names
+
+
+def _remove_owned(c: Campaign, snap: Snapshot) -> None:
+    """The next cman commands remove what the test owns (containers, networks, then images);
+    each must work."""
+    for lab in c.labs.values():
+        steps: list[tuple[tuple[str, ...], dict[str, str] | None, tuple[int, ...]]] = []
+        steps += [(("rm", "-f", n), None, (0,)) for n in sorted(lab.made_containers)
+                  if (f"{lab.name} container", n) in snap.items]
+        steps += [(("network", "rm", n), None, (0,)) for n in sorted(lab.made_networks)
+                  if (f"{lab.name} network", n) in snap.items]
+        steps += [(("image", "rm", i), lab.pull_env if i in (lab.pull_ref, *lab.scope.lxd_fingerprints) else None,
+                   (0, 3)) for i in sorted(lab.made_images)]
+        for argv, env, codes in steps:
+            proc = lab.cli(*argv, env=env)
+            if proc.returncode not in codes:
+                c.cleanup_failures.append(f"{lab.name}: cman {' '.join(argv)} -> {proc.returncode}: {proc.stderr.strip()}")
+
+
+def _hard_cleanup(c: Campaign) -> None:
+    """Whatever is left of the run, removed with the engines' own tools (teardown, also on failure)."""
+    import shutil
+
+    from cman.network import netfilter
+
+    snap = hoststate.snapshot(c.scope)
+    for item in snap.items.values():
+        kind = item.kind
+        with contextlib.suppress(Exception):
+            if kind == "docker container":
+                subprocess.run(["docker", "rm", "-f", item.key], capture_output=True, timeout=60, check=False)
+            elif kind == "lxd container":
+                subprocess.run(["lxc", "delete", "-f", item.key], capture_output=True, timeout=60, check=False)
+            elif kind == "lxc container" and "/" not in item.key:
+                subprocess.run(["lxc-destroy", "-f", "-n", item.key], capture_output=True, timeout=60, check=False)
+            elif kind == "lxc container":
+                shutil.rmtree(item.key, ignore_errors=True)
+    for item in hoststate.snapshot(c.scope).items.values():
+        with contextlib.suppress(Exception):
+            if item.kind == "docker network":
+                subprocess.run(["docker", "network", "rm", item.key], capture_output=True, timeout=60, check=False)
+            elif item.kind == "lxd network":
+                subprocess.run(["lxc", "network", "delete", item.key], capture_output=True, timeout=60, check=False)
+            elif item.kind == "docker image":
+                subprocess.run(["docker", "image", "rm", "-f", item.key], capture_output=True, timeout=60, check=False)
+            elif item.kind == "lxd image":
+                subprocess.run(["lxc", "image", "delete", item.key], capture_output=True, timeout=60, check=False)
+            elif item.kind == "temporary":
+                path = Path(item.key)
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    for lab in c.labs.values():
+        for net in lab.made_networks:
+            with contextlib.suppress(Exception):
+                netfilter.remove_rules(net)
+            with contextlib.suppress(Exception):
+                Path(f"/var/lib/lxc/.cman-networks/{net}.json").unlink(missing_ok=True)
+    for lab in c.labs.values():
+        subprocess.run([sys.executable, "-m", "cman", "system", "prune"], capture_output=True, check=False,
+                       timeout=300, env=cman_env(lab.env), stdin=subprocess.DEVNULL)
+    for item in hoststate.snapshot(c.scope).items.values():
+        if item.kind == "link" and "bridge" in item.detail:
+            subprocess.run(["ip", "link", "delete", item.key], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def campaign() -> Iterator[Campaign]:
+    engines = _engines()
+    started = time.monotonic()
+    rng = random.Random(SEED)
+    with private_dir(PREFIX) as work, contextlib.ExitStack() as stack:
+        scope = Scope(prefixes=(PREFIX, NET_PREFIX), private=(work,))
+        labs = {name: Lab(name, PREFIX, NET_PREFIX, scope, random.Random(rng.random()), work / name, KILLS)
+                for name in engines}
+        scope.stores = (*scope.stores, *(work / n / "lxc-images" for n in labs if n == "lxc"))
+        c = Campaign(labs, scope, hoststate.snapshot(scope))
+        try:
+            for lab in labs.values():
+                lab.workdir.mkdir()
+                lab.setup(ROOTFS, variant_rootfs)
+                PULL_SOURCES[lab.name](lab, stack)
+            failures = in_threads({name: lab.run_all for name, lab in labs.items()})
+            for name, err in failures.items():
+                raise AssertionError(f"{name}: the kill campaign itself failed: {err!r}") from err
+            _settle(c)
+            c.after_kills = hoststate.snapshot(scope)
+            _prune(c, labs)
+            c.after_prune = hoststate.snapshot(scope)
+            owned = _owned(c, c.after_prune)
+            left = c.before.diff(c.after_prune)
+            c.leftovers = [str(i) for i in left.added if not hoststate.owned_by(i, owned)]
+            c.leftovers += [f"gone: {i}" for i in left.removed]
+            _remove_owned(c, c.after_prune)
+            c.at_end = hoststate.snapshot(scope)
+            c.took = time.monotonic() - started
+            _print(c)
+            yield c
+        finally:
+            _hard_cleanup(c)
+
+
+def _print(c: Campaign) -> None:
+    assert c.after_kills is not None
+    found = c.before.diff(c.after_kills)
+    print(f"\n== kill campaign (seed {SEED}, {KILLS} kills per operation and engine, {c.took:.0f} s) ==")
+    for lab in c.labs.values():
+        print("\n".join(lab.report()))
+    total = sum(s.kills for lab in c.labs.values() for s in lab.stats.values())
+    print(f"kills: {total}; after the kills the run had {len(found.added)} things on the host")
+    print(f"leftovers found by prune: {len(c.pruned)}")
+    for item in c.pruned:
+        print(f"  {item.get('where')}: {item.get('what')}: {item.get('why')}")
+    print(f"leftovers after prune: {len(c.leftovers) + len(c.half_made)}")
+    for line in c.leftovers + c.half_made:
+        print(f"  {line}")
+
+
+# -- the checks -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_every_operation_was_killed_enough_times(campaign: Campaign, op: str) -> None:
+    short = {name: lab.stats[op].kills for name, lab in campaign.labs.items() if lab.stats[op].kills < KILLS}
+    assert not short, f"{op}: fewer than {KILLS} kills landed: {short}"
+
+
+def test_prune_reports_in_json_and_exits_0(campaign: Campaign) -> None:
+    for proc in campaign.prune_runs:
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+        assert isinstance(json.loads(proc.stdout), list)
+
+
+def test_prune_leaves_nothing_the_test_does_not_own(campaign: Campaign) -> None:
+    assert not campaign.leftovers, "left after system prune:\n" + "\n".join(campaign.leftovers)
+
+
+def test_nothing_that_survives_is_half_made(campaign: Campaign) -> None:
+    assert not campaign.half_made, "\n".join(campaign.half_made)
+
+
+def test_the_next_cman_commands_remove_what_the_test_owns(campaign: Campaign) -> None:
+    assert not campaign.cleanup_failures, "\n".join(campaign.cleanup_failures)
+
+
+def test_the_host_is_exactly_as_before(campaign: Campaign) -> None:
+    assert campaign.at_end is not None
+    diff = campaign.before.diff(campaign.at_end)
+    assert not diff, f"the host differs from before the test:\n{diff}"
