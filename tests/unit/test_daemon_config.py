@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cman import dockerd as dc
 from cman.errors import InvalidValue, UsageError
-from tests.conftest import require_root, unavailable
 
 from ..conftest import assert_clean_error, cli, require_root, unavailable
 
