@@ -50,6 +50,8 @@ class OpStats:
     kills: int = 0
     finished_first: int = 0
     delays: list[float] = field(default_factory=list)
+    took: float = 0.0
+    """Seconds the whole campaign of the operation took."""
 
 
 @dataclass
@@ -141,6 +143,7 @@ class Lab:
         """Time ``op`` once, then kill it until ``self.kills`` kills landed (at most 36 tries:
         names take one base-36 digit). ``prep(i)`` readies try ``i`` and returns its argv."""
         stats = self.stats[op]
+        started = time.monotonic()
         stats.measured = measure()
         low, high = 0.05, max(stats.measured, 0.3)
         while stats.kills < self.kills and stats.attempts < len(DIGITS):
@@ -153,6 +156,7 @@ class Lab:
             else:
                 stats.finished_first += 1
                 high = max(low + 0.05, high * 0.8)
+        stats.took = time.monotonic() - started
 
     def name_of(self, tag: str, i: int) -> str:
         return f"{self.prefix}-{self.letter}{tag}{i:02d}"
@@ -276,12 +280,74 @@ class Lab:
         proc = self.cli("logs", name)
         return proc.returncode == 0 and JOB_MARK in proc.stdout
 
+    def judge(self, snap: hoststate.Snapshot) -> Verdict:
+        """What of the lab's work is still there after prune, and whether it is whole.
+
+        A network that the engine has is the user's. Its host parts (bridge, rules) are not
+        persistent (a reboot drops them too) and cman puts them back at the next start on the
+        network, so a network that lacks some is started on once (``run --rm``) and must
+        then be whole. A ``run -d`` container is the user's once its job began; one whose
+        job never began is a leftover that prune should have removed."""
+        verdict = Verdict()
+        want = self.shapes.get("--no-icc")
+        for net in sorted(self.made_networks):
+            item = snap.items.get((f"{self.name} network", net))
+            if item is None:
+                continue
+            verdict.owned.update(item.refs)
+            shape = self.shape(net, snap)
+            if net == self.run_net or want is None or shape == want:
+                continue
+            proc = self.cli("run", "--rm", "--network", net, self.image, "true")
+            healed = self.shape(net)
+            line = f"{self.name}: network {net} had {shape}, a whole one has {want}"
+            if proc.returncode == 0 and healed == want:
+                verdict.healed.append(f"{line}: the next start on it made it whole")
+            else:
+                verdict.half_made.append(f"{line}; after a start on it ({proc.returncode} {proc.stderr.strip()!r}):"
+                                         f" {healed}")
+        for name in sorted(self.made_containers):
+            item = snap.items.get((f"{self.name} container", name))
+            if item is None:
+                continue
+            if self.job_began(name):
+                verdict.owned.add(name)
+            else:
+                verdict.half_made.append(f"{self.name}: container {name} ({item.detail}) never began its job:"
+                                         " its run -d was killed between the boot and the job, and prune kept it")
+        verdict.owned.update(self.made_images)
+        return verdict
+
+    def remove_owned(self, snap: hoststate.Snapshot) -> list[str]:
+        """The next cman commands remove what the lab owns (containers, networks, then
+        images); each must work. Returns the failures."""
+        steps: list[tuple[tuple[str, ...], dict[str, str] | None, tuple[int, ...]]] = []
+        steps += [(("rm", "-f", n), None, (0,)) for n in sorted(self.made_containers)
+                  if (f"{self.name} container", n) in snap.items]
+        steps += [(("network", "rm", n), None, (0,)) for n in sorted(self.made_networks)
+                  if (f"{self.name} network", n) in snap.items]
+        steps += [(("image", "rm", i), self.pull_env if i in (self.pull_ref, *self.scope.lxd_fingerprints) else None,
+                   (0, 3)) for i in sorted(self.made_images)]
+        failures = []
+        for argv, env, codes in steps:
+            proc = self.cli(*argv, env=env)
+            if proc.returncode not in codes:
+                failures.append(f"{self.name}: cman {' '.join(argv)} -> {proc.returncode}: {proc.stderr.strip()}")
+        return failures
+
     def report(self) -> list[str]:
         rows = []
         for op, s in self.stats.items():
             rows.append(f"{self.name:6} {op:15} measured {s.measured:5.2f}s  tries {s.attempts:2}  "
-                        f"kills {s.kills:2}  finished first {s.finished_first:2}")
+                        f"kills {s.kills:2}  finished first {s.finished_first:2}  ({s.took:.0f} s)")
         return rows
+
+
+@dataclass
+class Verdict:
+    owned: set[str] = field(default_factory=set)
+    half_made: list[str] = field(default_factory=list)
+    healed: list[str] = field(default_factory=list)
 
 
 def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:

@@ -33,7 +33,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from cman.backends import backend_class
 
 from ..conftest import NET_PREFIX, PREFIX, REGISTRY, ROOTFS, require_root, selected_engines, unavailable, variant_rootfs
 from . import hoststate
-from .faultlab import OPS, Lab, cman_env, in_threads, private_dir, registry_delete, wait_until
+from .faultlab import OPS, Lab, Verdict, cman_env, in_threads, private_dir, registry_delete, wait_until
 from .hoststate import Scope, Snapshot
 
 pytestmark = pytest.mark.engine
@@ -66,7 +66,10 @@ class Campaign:
     leftovers: list[str] = field(default_factory=list)
     """What prune left that the test does not own (must be empty)."""
     half_made: list[str] = field(default_factory=list)
+    healed: list[str] = field(default_factory=list)
+    """Networks that lacked host parts after prune, made whole by the next start on them."""
     cleanup_failures: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
     took: float = 0.0
 
 
@@ -187,49 +190,6 @@ def _prune(c: Campaign, labs: dict[str, Lab]) -> None:
             c.pruned += [i for i in json.loads(proc.stdout or "[]") if _ours(i, c.scope)]
 
 
-def _owned(c: Campaign, snap: Snapshot) -> set[str]:
-    """Names the test may still hold after prune, checking that each is whole."""
-    names: set[str] = set()
-    present = {(i.kind.split()[0], i.key): i for i in snap.items.values()}
-    for lab in c.labs.values():
-        for net in sorted(lab.made_networks):
-            item = present.get((lab.name, net))
-            if item is None or item.kind != f"{lab.name} network":
-                continue
-            names.update(item.refs)
-            shape = lab.shape(net, snap)
-            want = lab.shapes.get("--no-icc") if net != lab.run_net else None
-            if want is not None and shape != want:
-                c.half_made.append(f"{lab.name}: network {net} is half-made: {shape}, a whole one is {want}")
-        for name in sorted(lab.made_containers):
-            if (lab.name, name) in present:
-                if lab.job_began(name):
-                    names.add(name)
-                else:
-                    c.half_made.append(f"{lab.name}: container {name} ({present[(lab.name, name)].detail}) "
-                                       "runs no job: its run -d was killed before the job began, and prune kept it")
-        for image in lab.made_images:
-            names.add(image)
-    return names
-
-
-def _remove_owned(c: Campaign, snap: Snapshot) -> None:
-    """The next cman commands remove what the test owns (containers, networks, then images);
-    each must work."""
-    for lab in c.labs.values():
-        steps: list[tuple[tuple[str, ...], dict[str, str] | None, tuple[int, ...]]] = []
-        steps += [(("rm", "-f", n), None, (0,)) for n in sorted(lab.made_containers)
-                  if (f"{lab.name} container", n) in snap.items]
-        steps += [(("network", "rm", n), None, (0,)) for n in sorted(lab.made_networks)
-                  if (f"{lab.name} network", n) in snap.items]
-        steps += [(("image", "rm", i), lab.pull_env if i in (lab.pull_ref, *lab.scope.lxd_fingerprints) else None,
-                   (0, 3)) for i in sorted(lab.made_images)]
-        for argv, env, codes in steps:
-            proc = lab.cli(*argv, env=env)
-            if proc.returncode not in codes:
-                c.cleanup_failures.append(f"{lab.name}: cman {' '.join(argv)} -> {proc.returncode}: {proc.stderr.strip()}")
-
-
 def _hard_cleanup(c: Campaign) -> None:
     """Whatever is left of the run, removed with the engines' own tools (teardown, also on failure)."""
     import shutil
@@ -287,28 +247,60 @@ def campaign() -> Iterator[Campaign]:
         scope.stores = (*scope.stores, *(work / n / "lxc-images" for n in labs if n == "lxc"))
         c = Campaign(labs, scope, hoststate.snapshot(scope))
         try:
+            stacks = {name: stack.enter_context(contextlib.ExitStack()) for name in labs}
             for lab in labs.values():
                 lab.workdir.mkdir()
-                lab.setup(ROOTFS, variant_rootfs)
-                PULL_SOURCES[lab.name](lab, stack)
-            failures = in_threads({name: lab.run_all for name, lab in labs.items()})
-            for name, err in failures.items():
-                raise AssertionError(f"{name}: the kill campaign itself failed: {err!r}") from err
-            _settle(c)
+
+            def setup(lab: Lab) -> Callable[[], None]:
+                def run() -> None:
+                    lab.setup(ROOTFS, variant_rootfs)
+                    PULL_SOURCES[lab.name](lab, stacks[lab.name])
+                return run
+
+            _threads(c, "set-up", {name: setup(lab) for name, lab in labs.items()})
+            _threads(c, "kills", {name: lab.run_all for name, lab in labs.items()})
+            _phase(c, "settle", lambda: _settle(c))
             c.after_kills = hoststate.snapshot(scope)
-            _prune(c, labs)
-            c.after_prune = hoststate.snapshot(scope)
-            owned = _owned(c, c.after_prune)
-            left = c.before.diff(c.after_prune)
+            _phase(c, "prune", lambda: _prune(c, labs))
+            after = c.after_prune = hoststate.snapshot(scope)
+            verdicts: dict[str, Verdict] = {}
+
+            def judge(lab: Lab) -> Callable[[], None]:
+                return lambda: verdicts.__setitem__(lab.name, lab.judge(after))
+
+            _threads(c, "judge", {name: judge(lab) for name, lab in labs.items()})
+            owned = {n for v in verdicts.values() for n in v.owned}
+            c.half_made = [line for v in verdicts.values() for line in v.half_made]
+            c.healed = [line for v in verdicts.values() for line in v.healed]
+            left = c.before.diff(after)
             c.leftovers = [str(i) for i in left.added if not hoststate.owned_by(i, owned)]
             c.leftovers += [f"gone: {i}" for i in left.removed]
-            _remove_owned(c, c.after_prune)
+
+            def remove(lab: Lab) -> Callable[[], None]:
+                return lambda: c.cleanup_failures.extend(lab.remove_owned(after))
+
+            _threads(c, "removal", {name: remove(lab) for name, lab in labs.items()})
             c.at_end = hoststate.snapshot(scope)
             c.took = time.monotonic() - started
             _print(c)
             yield c
         finally:
             _hard_cleanup(c)
+
+
+def _phase(c: Campaign, name: str, job: Callable[[], None]) -> None:
+    started = time.monotonic()
+    job()
+    c.phases[name] = time.monotonic() - started
+
+
+def _threads(c: Campaign, name: str, jobs: dict[str, Callable[[], None]]) -> None:
+    def run() -> None:
+        failures = in_threads(jobs)
+        for engine, err in failures.items():
+            raise AssertionError(f"{engine}: the kill campaign's {name} failed: {err!r}") from err
+
+    _phase(c, name, run)
 
 
 def _print(c: Campaign) -> None:
@@ -325,6 +317,11 @@ def _print(c: Campaign) -> None:
     print(f"leftovers after prune: {len(c.leftovers) + len(c.half_made)}")
     for line in c.leftovers + c.half_made:
         print(f"  {line}")
+    if c.healed:
+        print(f"networks whose host parts the next start put back: {len(c.healed)}")
+        for line in c.healed:
+            print(f"  {line}")
+    print("phases: " + ", ".join(f"{k} {v:.0f} s" for k, v in c.phases.items()))
 
 
 # -- the checks -----------------------------------------------------------------------------------------
