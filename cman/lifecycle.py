@@ -168,7 +168,7 @@ def run(
 
     Raises before any engine call when the spec breaks a rule (:func:`check_spec`). A
     cleanup that fails while an error propagates is added to that error as a note
-    (``BaseException.add_note``), which the CLI prints as a warning.
+    (``BaseException.add_note``), which the CLI prints on the error's line.
     """
     check_spec(backend, spec)
     ensure_image(backend, spec.image, on_progress)
@@ -185,7 +185,11 @@ def run(
             if detach:
                 backend.start(ref)
                 finished = True
-                return RunOutcome(backend.inspect(ref), None, False)
+                try:
+                    shown = backend.inspect(ref)
+                except CmanError:  # it started: the run worked even if the engine went away since
+                    shown = dataclasses.replace(container, state=State.RUNNING)
+                return RunOutcome(shown, None, False)
             code = backend.start_attached(ref, io)
             finished = True
             problem = _discard(backend, ref) if remove else None

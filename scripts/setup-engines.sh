@@ -166,7 +166,8 @@ fi
 # --------------------------------------------------------------------------- 4. LXD
 lxd_up() { lxc query /1.0 >/dev/null 2>&1; }
 if ! lxd_up; then
-    if ! pgrep -x lxd >/dev/null; then
+    # The daemon itself, not one of its helpers (lxd forkexec, forkproxy...) that outlive it.
+    if ! pgrep -f '^(\S*\/)?lxd( --|$)' >/dev/null; then
         start_detached lxd /var/log/cman-lxd.log lxd --group root
     fi
     lxd waitready --timeout 60 >/dev/null 2>&1 && wait_for 10 lxd_up \

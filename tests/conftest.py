@@ -225,3 +225,9 @@ def eng(engine: Engine) -> Iterator[Engine]:
         yield engine
     finally:
         engine.cleanup()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that restart the engines' daemons run after every other test (a stable sort),
+    so nothing else meets a daemon that is coming back."""
+    items.sort(key=lambda item: item.get_closest_marker("restarts") is not None)

@@ -15,7 +15,7 @@ import typer
 
 from .. import __version__
 from ..errors import CmanError, ExitCode
-from ._common import Session, printable
+from ._common import Session, printable, say_error
 
 COMMANDS = {
     **dict.fromkeys(("run", "create", "ps", "start", "stop", "restart", "rm", "exec", "logs", "inspect"), "containers"),
@@ -110,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             sys.stderr.write(printable(traceback.format_exc(), keep="\n"))
-        sys.stderr.write(f"cman: {printable(str(err))}\n")
-        for note in getattr(err, "__notes__", ()):  # what went wrong while cleaning up after it
-            sys.stderr.write(f"cman: warning: {printable(str(note))}\n")
+        say_error(err)  # with what went wrong while cleaning up after it, on the same line
         return int(err.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("cman: interrupted\n")

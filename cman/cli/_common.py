@@ -142,8 +142,10 @@ def warn(message: str) -> None:
 
 
 def say_error(err: object) -> None:
-    """One error line for one item of a command that goes on with the others."""
-    sys.stderr.write(f"cman: {printable(str(err))}\n")
+    """The error's one line; what went wrong while cleaning up after it (its notes, see
+    ``lifecycle.run``) goes on the same line, so a script reads one line per failure."""
+    text = "; and ".join([str(err), *(str(note) for note in getattr(err, "__notes__", ()))])
+    sys.stderr.write(f"cman: {printable(text)}\n")
 
 
 def only_command(app: typer.Typer, only: str | None) -> Callable[..., Callable[[F], F]]:

@@ -41,16 +41,9 @@ def _say_privileged(backend: str) -> None:
     warn(f"the container runs privileged on {backend}: {means}")
 
 
-def _report(err: CmanError) -> None:
-    """The error's line, then what went wrong while cleaning up after it (its notes)."""
-    say_error(err)
-    for note in getattr(err, "__notes__", ()):
-        warn(str(note))
-
-
 def _run_exit(err: CmanError) -> typer.Exit:
     """run/exec report cman's own failures as 125 (126/127 kept), like `docker run`."""
-    _report(err)
+    say_error(err)
     code = err.exit_code
     if code not in (ExitCode.CANNOT_INVOKE, ExitCode.COMMAND_NOT_FOUND, ExitCode.INTERRUPTED):
         code = ExitCode.RUN_FAILED
@@ -156,7 +149,7 @@ def register(app: typer.Typer, only: str | None = None) -> None:
                 on_progress=pull_progress_printer(),
             )
         except Interrupted as err:
-            _report(err)
+            say_error(err)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from err
         except CmanError as err:
             raise _run_exit(err) from err

@@ -19,6 +19,7 @@ start through cman (LXC even before start, from a ``lxc.net.0.script.up`` hook).
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -151,6 +152,10 @@ def enforce(backend: str, container: str, pid: int | None, ports: Iterable[Port]
                 raise EngineError(f"the container has no init process to find its port on {port.bridge} from")
             done.append(isolate_container(pid, port.bridge))
     except CmanError as err:
+        if pid and not os.path.exists(f"/proc/{pid}"):
+            # The container's init is gone: its job ended (`run --rm IMAGE true`) before its port
+            # could be found, and the engine has taken its veth away. Nothing is left to isolate.
+            return done
         where = f" {current.network}" if current is not None else ""
         try:
             stop()

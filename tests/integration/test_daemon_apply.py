@@ -25,7 +25,7 @@ from cman.backends.docker import DockerBackend
 
 from ..conftest import cli, require_root, unavailable
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.restarts]  # restarts dockerd: runs last
 
 MIRROR = "http://127.0.0.1:5999/"
 

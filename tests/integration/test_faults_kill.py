@@ -162,15 +162,23 @@ def _engines() -> list[str]:
 
 
 def _settle(c: Campaign) -> None:
-    """Let what the killed processes set going finish: jobs of --rm runs (1 s each) end and
-    their containers go; LXD finishes downloads."""
-    def rm_containers_gone() -> bool:
+    """Let what the killed processes set going finish: the jobs of killed ``--rm`` runs (1 s
+    each) end and the engine removes their containers, until the rest has not changed for
+    10 s (those never got their job: prune's to remove); LXD finishes downloads; an
+    lxc-attach or exec in flight when its cman died has started its job."""
+    def rm_containers() -> frozenset[str]:
         snap = hoststate.snapshot(c.scope)
-        return not any(i.kind.endswith("container") and re.search(r"-[dxc]rm\d\d$", i.key) for i in snap.items.values())
+        return frozenset(i.key for i in snap.items.values()
+                         if i.kind.endswith("container") and re.search(r"-[dxc]rm\d\d$", i.key))
 
-    wait_until(rm_containers_gone, 90, 1.0)
+    last, since, deadline = rm_containers(), time.monotonic(), time.monotonic() + 120
+    while last and time.monotonic() - since < 10 and time.monotonic() < deadline:
+        time.sleep(1)
+        now = rm_containers()
+        if now != last:
+            last, since = now, time.monotonic()
     wait_until(lambda: not _lxd_downloading(), 60)
-    time.sleep(3)  # an lxc-attach or exec in flight when its cman died starts its job now
+    time.sleep(3)
 
 
 def _ours(item: dict[str, object], scope: Scope) -> bool:
@@ -258,7 +266,9 @@ def campaign() -> Iterator[Campaign]:
                 return run
 
             _threads(c, "set-up", {name: setup(lab) for name, lab in labs.items()})
-            _threads(c, "kills", {name: lab.run_all for name, lab in labs.items()})
+            halves = {f"{lab.name} {half.__name__}": half for lab in labs.values()
+                      for half in (lab.containers_and_images, lab.networks_and_pulls)}
+            _threads(c, "kills", halves)
             _phase(c, "settle", lambda: _settle(c))
             c.after_kills = hoststate.snapshot(scope)
             _phase(c, "prune", lambda: _prune(c, labs))

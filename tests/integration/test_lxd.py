@@ -232,7 +232,7 @@ def test_rm_run_killed_before_its_job_started_is_pruned(backend: LxdBackend, ima
         dry = backend.prune_leftovers(dry_run=True)
         mine = sorted(line for line in dry if RUN in line)
         assert mine == sorted([
-            f"container {name}: a --rm run that was killed before its command started (cman process {dead.pid} is gone)",
+            f"container {name}: booted by a run that was killed before the container's job began (cman process {dead.pid} is gone)",
             f"container {never}: created by a run that was killed before it started (cman process {dead.pid} is gone)",
         ])
         assert backend.job_state(name) is not None and backend.job_state(never) is not None

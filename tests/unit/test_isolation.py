@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from cman.errors import EngineError
@@ -18,12 +22,14 @@ def cannot_isolate(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 PORTS = [isolation.Port("web", "br-web")]
+LIVE = os.getpid()
+"""A process that exists, standing for a running container's init."""
 
 
 def test_a_stopped_container_is_said_stopped() -> None:
     stopped: list[bool] = []
     with pytest.raises(EngineError, match=r"lxd: c1 was stopped: cannot isolate it on its no-ICC network web") as err:
-        isolation.enforce("lxd", "c1", 42, PORTS, lambda: stopped.append(True))
+        isolation.enforce("lxd", "c1", LIVE, PORTS, lambda: stopped.append(True))
     assert stopped == [True]
     assert "operation not permitted" in str(err.value)
 
@@ -33,9 +39,21 @@ def test_a_container_that_could_not_be_stopped_is_not_said_stopped() -> None:
         raise EngineError("lxd: the daemon is gone")
 
     with pytest.raises(EngineError) as err:
-        isolation.enforce("lxd", "c1", 42, PORTS, stop)
+        isolation.enforce("lxd", "c1", LIVE, PORTS, stop)
     text = str(err.value)
     assert "was stopped" not in text
     assert "could not be stopped either" in text and "the daemon is gone" in text
     assert "may be running without isolation" in text and "cman stop lxd:c1" in text
     assert "\n" not in text
+
+
+def test_a_container_whose_init_is_gone_needs_no_isolation() -> None:
+    """`run --network noicc IMAGE true`: the job ended before cman found its veth. The engine
+    took the veth away with it, so there is nothing to isolate, stop or report."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+
+    def stop() -> None:
+        raise AssertionError("a container that has ended is not stopped")
+
+    assert isolation.enforce("docker", "c1", gone.pid, PORTS, stop) == []

@@ -12,8 +12,8 @@ import pytest
 
 from cman import lifecycle
 from cman._sys.proc import parse_mark, process_alive
-from cman.errors import EngineError, Interrupted, InvalidValue
-from cman.models import RUN_LABEL, ContainerSpec, StdIO
+from cman.errors import EngineError, EngineUnavailable, Interrupted, InvalidValue
+from cman.models import RUN_LABEL, Container, ContainerSpec, State, StdIO
 
 from .fake_backend import FakeBackend
 
@@ -133,3 +133,17 @@ def test_the_engine_spec_rules_run_before_any_engine_call(monkeypatch: pytest.Mo
     lifecycle.create(fake, ContainerSpec(image="missing", name="x"))
     assert fake.calls == ["image_inspect", "pull", "create"]
     assert RUN_LABEL not in fake.made["x"].labels, "a plain create is the user's container, not a run's"
+
+
+def test_a_detached_run_that_started_is_a_success_even_if_the_engine_then_goes_away(
+    fake: FakeBackend, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """dockerd stopping between start and the inspect that shows the result: the container runs
+    (the daemon started it), so `run -d` reports it rather than failing with it left behind."""
+    def gone(ref: str) -> Container:
+        raise EngineUnavailable("fake", "daemon not reachable", "start it")
+
+    monkeypatch.setattr(fake, "inspect", gone)
+    out = lifecycle.run(fake, ContainerSpec(image="img", name="d"), _io(), detach=True)
+    assert out.container.name == "d" and out.container.state == State.RUNNING
+    assert "d" in fake.made and "remove" not in fake.calls

@@ -74,6 +74,9 @@ def test_cpu_allowance() -> None:
         ("Failed initializing instance: No root device could be found", "not-initialised"),
         ("Instance is running", "running"),
         ("not authorized", "untrusted"),
+        ('Failed creating instance record: Instance is busy running a "create" operation', "name-in-use"),
+        ('Instance is busy running a "start" operation', "busy"),
+        ("LXD is shutting down", "shutting-down"),
         ("something else entirely", None),
     ],
 )
@@ -90,6 +93,12 @@ def test_translate_operation_failures() -> None:
     assert isinstance(err, EngineUnavailable) and "lxd init" in (err.hint or "")
     err = connection._translate(connection.OperationFailed("disk on fire"), container="w", image=None, action="start")
     assert isinstance(err, EngineError) and str(err) == "lxd start: disk on fire"
+    err = connection._translate(connection.OperationFailed('Instance is busy running a "create" operation'),
+                                container="web", image=None, action="create")
+    assert isinstance(err, NameInUse)  # another client is creating that very name
+    err = connection._translate(connection.OperationFailed("LXD is shutting down"), container=None, image="bb",
+                                action="pull")
+    assert isinstance(err, EngineUnavailable) and err.exit_code == 5
 
 
 def test_transient_only_for_a_restarting_daemon() -> None:

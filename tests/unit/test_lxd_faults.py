@@ -330,24 +330,29 @@ def test_abandoned_instances_are_the_never_started_ones_of_a_dead_run() -> None:
     assert found[0].line().startswith("container orphan: created by a run that was killed before it started")
 
 
-def test_a_running_rm_container_without_its_job_is_abandoned() -> None:
-    """SIGKILL between boot and the job's start: ephemeral, running, and nothing will stop it."""
+def test_a_running_container_of_a_dead_run_without_its_job_is_abandoned() -> None:
+    """SIGKILL between boot and the job's start: running, and nothing will ever start the job
+    (with or without --rm: a job that began halts the container when it ends)."""
     dead = _dead_mark()
 
-    def running(name: str, *, ephemeral: bool = True, command: str = '["sleep", "3"]') -> dict[str, Any]:
-        raw = _instance(name, dead, started=True)
+    def running(name: str, *, ephemeral: bool = True, command: str = '["sleep", "3"]',
+                run: str | None = dead) -> dict[str, Any]:
+        raw = _instance(name, run, started=True)
         raw.update(status="Running", ephemeral=ephemeral, state={"pid": 4242})
         raw["config"]["user.cman.command"] = command
         return raw
 
-    jobs = {"nojob": False, "withjob": True, "unknown": None, "kept": False, "plain": False}
+    jobs = {"nojob": False, "withjob": True, "unknown": None, "detached": False, "plain": False,
+            "created": False, "livejob": False}
     instances = [running("nojob"), running("withjob"), running("unknown"),
-                 running("kept", ephemeral=False),  # no --rm: a user's running container
-                 running("plain", command="[]")]  # `run --rm IMAGE`: a system container, no job meant
+                 running("detached", ephemeral=False),  # run -d killed before its job
+                 running("plain", command="[]"),  # `run --rm IMAGE`: a system container, no job meant
+                 running("created", ephemeral=False, run=None),  # `cman create` + `lxc start`: the user's
+                 running("livejob", run=mark())]  # its run is alive: still starting the job
     found = leftovers.abandoned_instances(instances, "user.cman.label." + RUN_LABEL, "user.cman.managed",
                                           lambda raw: jobs[raw["name"]])
-    assert [(item.name, item.running) for item in found] == [("nojob", True)]
-    assert "killed before its command started" in found[0].why
+    assert [(item.name, item.running) for item in found] == [("nojob", True), ("detached", True)]
+    assert all("killed before the container's job began" in item.why for item in found)
 
 
 def _in_new_pid_namespace(argv0: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -393,8 +398,25 @@ def test_abandoned_tarballs_carry_a_dead_process(tmp_path: Path) -> None:
         stale.write_bytes(b"x")
         (tmp_path / "cman-lxd-image-unrelated.tar.gz").write_bytes(b"x")
         assert [item.name for item in leftovers.abandoned_tarballs(tmp_path)] == [str(stale)]
+        assert f"cman process {dead_pid} is gone" in leftovers.abandoned_tarballs(tmp_path)[0].why
+        assert leftovers.import_in_progress(tmp_path), "this process's tarball: an import is in progress"
+        built.path.unlink()
+        assert not leftovers.import_in_progress(tmp_path), "only a dead process's tarball is left"
     finally:
         built.path.unlink(missing_ok=True)
+
+
+def test_unnamed_imports_are_cmans_own_images_without_an_alias_that_nothing_uses() -> None:
+    def image(fp: str, *, aliases: list[str], built_by_cman: bool = True) -> dict[str, Any]:
+        props = {"name": f"n{fp}", **({imagebuild.SOURCE_PROPERTY: "rootfs.tar"} if built_by_cman else {})}
+        return {"fingerprint": fp, "aliases": [{"name": a} for a in aliases], "properties": props}
+
+    images = [image("a1", aliases=[]), image("b2", aliases=["web"]), image("c3", aliases=[], built_by_cman=False),
+              image("d4", aliases=[])]
+    instances = [{"name": "x", "config": {"volatile.base_image": "d4"}}]
+    found = leftovers.unnamed_imports(images, instances, imagebuild.SOURCE_PROPERTY)
+    assert [(item.kind, item.name) for item in found] == [("image", "a1")]
+    assert "imported as na1" in found[0].why and "killed before it named it" in found[0].why
 
 
 def _rootfs(tmp_path: Path) -> Path:
@@ -417,14 +439,21 @@ def test_prune_leftovers_removes_and_reports(backend: LxdBackend, monkeypatch: p
     stale.write_bytes(b"x")
     monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
     listing = {"metadata": [_instance("orphan", dead), _instance("keep", mark())]}
-    instances = type("Is", (), {"get": lambda _s, **_k: type("R", (), {"json": lambda _r: listing})()})()
-    backend._client = type("C", (), {"api": type("A", (), {"instances": instances})()})()
+    unnamed = {"fingerprint": "f00d", "aliases": [], "properties": {imagebuild.SOURCE_PROPERTY: "r.tar", "name": "x"}}
+    image_listing = {"metadata": [unnamed]}
+
+    def endpoint(data: dict[str, Any]) -> Any:
+        return type("E", (), {"get": lambda _s, **_k: type("R", (), {"json": lambda _r: data})()})()
+
+    api = type("A", (), {"instances": endpoint(listing), "images": endpoint(image_listing)})()
+    backend._client = type("C", (), {"api": api})()
     removed: list[str] = []
     monkeypatch.setattr(LxdBackend, "remove", lambda _self, ref, force=False: removed.append(ref))
+    monkeypatch.setattr(LxdBackend, "image_remove", lambda _self, ref, force=False: removed.append("image " + ref))
     dry = backend.prune_leftovers(dry_run=True)
-    assert len(dry) == 2 and removed == [] and stale.exists()
+    assert len(dry) == 3 and removed == [] and stale.exists()
     lines = backend.prune_leftovers()
-    assert lines == dry and removed == ["orphan"] and not stale.exists()
+    assert lines == dry and removed == ["orphan", "image f00d"] and not stale.exists()
 
 
 # -- no-ICC: the pre-start hook line ---------------------------------------------------------------

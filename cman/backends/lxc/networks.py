@@ -17,8 +17,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..._sys import files as _files
+from ..._sys import proc as _proc
 from ..._sys.times import now_iso
-from ...errors import CmanError, Conflict, InUse, InvalidValue
+from ...errors import CmanError, Conflict, EngineError, InUse, InvalidValue
 from ...models import NO_NETWORK
 from ...network import isolation
 from . import net
@@ -97,16 +98,20 @@ class LxcNetworks(LxcConnection):
             self.net_records.delete(name)
 
     def _make_bridge(self, network: str, bridge: str, gateway: str, prefixlen: int) -> None:
-        """The network's bridge, marked as this LXC path's (:func:`.net.bridge_mark`) at once,
-        so ``prune_leftovers`` can tell a bridge a killed ``network create`` left from
-        anyone else's. (``ip link add`` ignores ``alias``: the mark is a second call.)"""
+        """The network's bridge, marked as this LXC path's (:func:`.net.bridge_mark`) in the same
+        step, so ``prune_leftovers`` can tell a bridge a killed ``network create`` left from
+        anyone else's. ``ip link add`` ignores ``alias``, so the mark is a second command; both
+        go to one ``ip -batch`` process, which finishes them even when cman is killed meanwhile
+        (its input is one write, well under the pipe's atomic size: it gets both lines or none)."""
         from ...network import netfilter
 
-        fresh = not netfilter.link_exists(bridge)
-        if fresh:
-            netfilter.run_tool([netfilter.need_tool("ip", "iproute2"), "link", "add", "name", bridge,
-                                "type", "bridge"])
-        netfilter.run_tool(["ip", "link", "set", "dev", bridge, "alias", net.bridge_mark(self.lxcpath, network)])
+        mark = net.bridge_mark(self.lxcpath, network)
+        if any(c.isspace() or c in "\"'\\#" for c in bridge + mark):
+            raise EngineError(f"cannot name bridge {bridge!r} for network {network!r}")  # validated before
+        lines = [] if netfilter.link_exists(bridge) else [f"link add name {bridge} type bridge"]
+        lines.append(f"link set dev {bridge} alias {mark}")
+        _proc.run([netfilter.need_tool("ip", "iproute2"), "-batch", "-"], input="\n".join(lines) + "\n",
+                  timeout=30, backend="host")
         netfilter.create_bridge(bridge, gateway, prefixlen)
 
     def _network(self, record: dict[str, Any], *, detail: bool = False) -> Network:

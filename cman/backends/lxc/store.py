@@ -270,7 +270,9 @@ class ImageStore:
             "unpacked_size": scan.unpacked_size,
             "created": created,
             "source": source,
-            "aliases": [],
+            # Named before it appears: a cman killed between the rename and set_alias leaves a
+            # named image (newest wins a shared name, see find), never a nameless one.
+            "aliases": [] if alias is None else [alias],
             "architecture": architecture or scan.architecture,
             "rootfs_prefix": scan.prefix,
             "default_command": ["/bin/sh"] if scan.has_sh else [],

@@ -60,6 +60,7 @@ BUSY_WAIT = 15.0
 # HTTP status is 200): one table, tested in tests/unit/test_lxd_backend.py.
 API_MESSAGES: tuple[tuple[str, str], ...] = (
     ("already exists", "name-in-use"),
+    ('busy running a "create" operation', "name-in-use"),  # another client is creating that name
     ("image not found", "image-not-found"),
     ("image alias not found", "image-not-found"),
     ("instance not found", "container-not-found"),
@@ -69,6 +70,7 @@ API_MESSAGES: tuple[tuple[str, str], ...] = (
     ("instance is not running", "not-running"),
     ("is busy running", "busy"),
     ("not authorized", "untrusted"),
+    ("lxd is shutting down", "shutting-down"),
     ("forbidden", "untrusted"),
 )
 
@@ -237,6 +239,8 @@ def _translate(err: Exception, *, container: str | None, image: str | None, acti
         return ImageNotFound(image or "?", "lxd", text)
     if kind == "name-in-use" and container is not None:
         return NameInUse(container, "lxd")
+    if kind == "shutting-down":
+        return EngineUnavailable("lxd", f"the daemon is shutting down ({where})", "retry once it is back up")
     if status == 403 or kind == "untrusted":
         return EngineUnavailable(
             "lxd", f"the daemon refused access: {text}",

@@ -50,6 +50,7 @@ from ...errors import (
     Conflict,
     ContainerNotFound,
     EngineUnavailable,
+    ImageNotFound,
     InvalidValue,
     NameInUse,
 )
@@ -376,6 +377,12 @@ class LxdContainers(LxdImages, LxdNetworks):
                 return leftovers.runs_job(int(pid)) if pid else None
 
             found += leftovers.abandoned_instances(raw, CFG_LABEL + RUN_LABEL, CFG_MANAGED, has_job)
+            if not leftovers.import_in_progress(Path(tempfile.gettempdir())):
+                from .imagebuild import SOURCE_PROPERTY
+
+                with _boundary(action="list images"):
+                    images = self.client.api.images.get(params={"recursion": "1"}).json()["metadata"]
+                found += leftovers.unnamed_imports(images, raw, SOURCE_PROPERTY)
         found += leftovers.abandoned_tarballs(Path(tempfile.gettempdir()))
         lines = []
         for item in found:
@@ -385,6 +392,11 @@ class LxdContainers(LxdImages, LxdNetworks):
                         # A never-started one is refused if someone started it meanwhile.
                         self.remove(item.name, force=item.running)
                     except (ContainerNotFound, Conflict):
+                        continue
+                elif item.kind == "image":
+                    try:
+                        self.image_remove(item.name)  # refused if a container was made from it meanwhile
+                    except (ImageNotFound, Conflict):
                         continue
                 else:
                     Path(item.name).unlink(missing_ok=True)

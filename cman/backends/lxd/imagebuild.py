@@ -74,6 +74,10 @@ class RemoteRef:
     """The server's certificate (PEM) to pin, from ``$CMAN_LXD_REMOTE_CERTS``."""
 
 
+SOURCE_PROPERTY = "cman.source"
+"""The image property that says ``image import`` built the image (from which tarball)."""
+
+
 def remotes() -> dict[str, str]:
     """Remote name -> server URL: defaults, then ``$CMAN_LXD_REMOTES``."""
     merged = {**DEFAULT_REMOTES, **images.env_mapping(ENV_REMOTES)}
@@ -239,7 +243,7 @@ def build_unified(tarball: Path, name: str, out_dir: Path | None = None) -> Buil
                 "release": release.get("VERSION_ID", release.get("VERSION_CODENAME", "")),
                 "architecture": arch,
                 "name": name,
-                "cman.source": tarball.name,
+                SOURCE_PROPERTY: tarball.name,
             }
             meta = metadata_yaml(architecture=arch, creation_date=creation, properties=properties)
             info = tarfile.TarInfo("metadata.yaml")

@@ -6,10 +6,12 @@ process never makes a live cman's work look abandoned:
 
 - an instance that ``run`` created (label ``cman.run`` = ``PID:STARTTIME``, see
   :data:`cman.models.RUN_LABEL`) and that never started, because cman was killed in
-  between, or a ``--rm`` one that runs without the job it was booted for (see
+  between, or one that runs without the job it was booted for (see
   :func:`abandoned_instances`); once its process is gone nothing will start or remove it;
 - a temporary image tarball of :mod:`.imagebuild` (``cman-lxd-image-PID-STARTTIME-*``)
-  whose process is gone.
+  whose process is gone;
+- an image that ``image import`` uploaded and never named (killed before the alias): found
+  only while no import is in progress (an import keeps its tarball until the alias is made).
 
 The process check is :func:`cman._sys.proc.process_alive`, the same for every engine.
 """
@@ -54,10 +56,12 @@ def abandoned_instances(instances: Iterable[Mapping[str, Any]], run_key: str, ma
     is gone (label ``run_key``), in one of two states nothing will ever leave:
 
     - never started (no ``volatile.last_state.power``): cman was killed between create and start;
-    - ephemeral (``--rm``), running, meant to run a job (a command, or ``-i``), and no job
-      process in it (``has_job`` is False): cman was killed between boot and the job's start,
-      so nothing will ever stop it, and LXD removes an ephemeral instance only when it stops.
-      A job that runs ends the container itself; ``has_job`` None (unknown) keeps it.
+    - running, meant to run a job (a command, or ``-i``), and no job process in it
+      (``has_job`` is False): cman was killed between boot and the job's start, so the
+      container runs init alone for good (and an ephemeral one, which LXD removes only when it
+      stops, is never removed). A job that began halts the container when it ends, so a
+      running container without one never had it: the same rule as raw LXC's. ``has_job``
+      None (unknown) keeps it.
     """
     out = []
     for raw in instances:
@@ -71,8 +75,8 @@ def abandoned_instances(instances: Iterable[Mapping[str, Any]], run_key: str, ma
         running = status == "running"
         if status == "stopped" and "volatile.last_state.power" not in config:
             why = "created by a run that was killed before it started"
-        elif running and raw.get("ephemeral") and wants_job(config) and has_job(raw) is False:
-            why = "a --rm run that was killed before its command started"
+        elif running and wants_job(config) and has_job(raw) is False:
+            why = "booted by a run that was killed before the container's job began"
         else:
             continue
         out.append(Leftover("container", str(raw["name"]), f"{why} (cman process {owner[0]} is gone)", running))
@@ -110,17 +114,39 @@ def runs_job(init_pid: int) -> bool | None:
     return False
 
 
-def abandoned_tarballs(folder: Path) -> list[Leftover]:
-    """Temporary image tarballs in ``folder`` whose ``image import`` process is gone."""
-    out = []
+def _tarballs(folder: Path) -> list[tuple[str, bool]]:
+    """(name, its process is alive) of each temporary image tarball in ``folder``."""
     try:
         names = sorted(os.listdir(folder))
     except OSError:
         return []
-    for name in names:
-        m = _TARBALL.fullmatch(name)
-        if m is None or process_alive(int(m.group(1)), int(m.group(2))):
-            continue
-        out.append(Leftover("file", str(folder / name),
-                            f"temporary image of an import that was killed (cman process {m.group(1)} is gone)"))
-    return out
+    return [(name, process_alive(int(m.group(1)), int(m.group(2))))
+            for name in names if (m := _TARBALL.fullmatch(name)) is not None]
+
+
+def abandoned_tarballs(folder: Path) -> list[Leftover]:
+    """Temporary image tarballs in ``folder`` whose ``image import`` process is gone."""
+    return [Leftover("file", str(folder / name),
+                     f"temporary image of an import that was killed (cman process {name.split('-')[3]} is gone)")
+            for name, alive in _tarballs(folder) if not alive]
+
+
+def import_in_progress(folder: Path) -> bool:
+    """Does a live ``image import`` hold a temporary tarball in ``folder``? It keeps its tarball
+    until the image has its alias, so while one does, an unnamed image may be its own."""
+    return any(alive for _name, alive in _tarballs(folder))
+
+
+def unnamed_imports(images: Iterable[Mapping[str, Any]], instances: Iterable[Mapping[str, Any]],
+                    source_key: str) -> list[Leftover]:
+    """Images (GET /1.0/images?recursion=1) that ``image import`` built (property
+    ``source_key``) and that have no alias, and that no instance was made from: an import
+    killed between the upload and the alias. cman names its images only by alias, so nothing
+    can use one; the caller asks only when no import is in progress."""
+    used = {(raw.get("config") or {}).get("volatile.base_image") for raw in instances}
+    return [Leftover("image", str(raw["fingerprint"]),
+                     f"imported as {(raw.get('properties') or {}).get('name', '?')} by an image import that was"
+                     " killed before it named it")
+            for raw in images
+            if source_key in (raw.get("properties") or {}) and not raw.get("aliases")
+            and raw.get("fingerprint") not in used]
