@@ -27,21 +27,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from cman.backends import backend_class
-
-from ..conftest import PREFIX, REGISTRY_IMAGE, ROOTFS, cli, require_root, selected_engines, unavailable
+from ..conftest import PREFIX, REGISTRY_IMAGE, cli, require_root, selected_engines, unavailable
+from .daemonlab import imported, running_monitor, scrape
 
 pytestmark = [pytest.mark.engine, pytest.mark.restarts]
 
@@ -49,7 +46,6 @@ SETUP = Path(__file__).resolve().parents[2] / "scripts" / "setup-engines.sh"
 WARM_UP = 3.0
 AFTER = 8.0
 """Seconds the workers go on once the daemon is back."""
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 ENGINE_GONE = {5, 7}
 RUN_FAILED = {125}
 
@@ -119,11 +115,6 @@ def _stop(pid: int) -> None:
         time.sleep(0.1)
 
 
-def _metrics(port: int) -> str:
-    with NO_PROXY.open(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        return str(resp.read().decode())
-
-
 @dataclass
 class Monitor:
     pid: int
@@ -134,7 +125,7 @@ class Monitor:
 
     def scrape(self) -> str:
         try:
-            text = _metrics(self.port)
+            text = scrape(self.port)
         except OSError as err:
             self.failures.append(f"{time.strftime('%H:%M:%S')}: {err}")
             return ""
@@ -156,47 +147,14 @@ def daemons() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def images(daemons: None) -> Iterator[dict[str, str]]:
-    if not ROOTFS.is_file():
-        unavailable(f"test rootfs {ROOTFS} is missing: run scripts/setup-engines.sh")
-    made: dict[str, str] = {}
-    try:
-        for name in ("docker", "lxd"):
-            if name not in selected_engines():
-                continue
-            status = backend_class(name).probe()
-            if not status.reachable:
-                unavailable(f"{name}: {status.problem} (fix: {status.fix})")
-            image = f"{PREFIX}-rsbb"
-            proc = cli("image", "import", str(ROOTFS), image, backend=name)
-            assert proc.returncode == 0, proc.stderr
-            made[name] = image
+    with imported([e for e in ("docker", "lxd") if e in selected_engines()], f"{PREFIX}-rsbb") as made:
         yield made
-    finally:
-        for name, image in made.items():
-            cli("image", "rm", image, backend=name)
 
 
 @pytest.fixture(scope="module")
 def monitor(images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitor]:
-    folder = tmp_path_factory.mktemp("restart-monitor")
-    with __import__("socket").socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    pidfile = folder / "monitor.pid"
-    proc = cli("monitor", "start", "--interval", "1", "--listen", f"127.0.0.1:{port}",
-               "--pidfile", str(pidfile), "--log", str(folder / "monitor.log"))
-    assert proc.returncode == 0, proc.stderr
-    pid = int(re.search(r"PID (\d+)", proc.stdout).group(1))  # type: ignore[union-attr]
-    try:
-        yield Monitor(pid, port, pidfile.with_suffix(".json"))
-    finally:
-        stopped = cli("monitor", "stop", "--pidfile", str(pidfile))
-        with contextlib.suppress(ProcessLookupError):
-            if stopped.returncode != 0:
-                os.kill(pid, signal.SIGKILL)
-        log = folder / "monitor.log"
-        text = log.read_text(errors="replace") if log.exists() else ""
-        assert "Traceback" not in text, text[-3000:]
+    with running_monitor(tmp_path_factory.mktemp("restart-monitor"), 1.0) as running:
+        yield Monitor(running.pid, running.port, running.state_file)
 
 
 def _loop(phase: Phase, stop: threading.Event, make: Callable[[int], tuple[str, ...]],

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 
 from ..conftest import Engine, assert_clean_error, cli
+from .daemonlab import scrape
 
 pytestmark = pytest.mark.engine
 
@@ -57,12 +57,6 @@ def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "conditi
             return result
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def scrape(port: int, path: str = "/metrics") -> str:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
-    with opener.open(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
-        return str(resp.read().decode())
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Soak (issue 13): the monitor runs for ``CMAN_SOAK_SECONDS`` (default 600) while containers are
 created and removed every second, spread over the engines.
 
-One churn thread per engine starts a container (``cman run -d``) every ``len(engines)``
-seconds and removes (``cman rm -f``) the oldest once two of its own are up: together about
-one create and one remove per second. Meanwhile the test watches the monitor daemon:
+``LANES`` churn threads per engine each start a container (``cman run -d``) every
+``LANES * len(engines)`` seconds and remove (``cman rm -f``) the oldest once two of their own
+are up: together about one create and one remove per second (a lane of LXD needs ~4 s for
+a create and a remove, so one lane per engine could not keep that pace). Meanwhile the test watches the monitor daemon:
 
 - its RSS (``/proc/PID/status`` VmRSS) grows by less than 5 MB after a warm-up;
 - its open file descriptors and threads stay flat (a small slack for the HTTP server's
@@ -23,22 +24,16 @@ import itertools
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from cman.backends import backend_class
-
-from ..conftest import PREFIX, ROOTFS, selected_engines, unavailable
+from ..conftest import PREFIX, cli, selected_engines
+from .daemonlab import imported, running_monitor, scrape
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -49,21 +44,7 @@ RSS_GROWTH_LIMIT = 5 * 1024 * 1024
 SLACK = 2
 """File descriptors or threads above the warm-up figure that a scrape in progress may hold."""
 LIVE_PER_ENGINE = 2
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def cman(*args: str, backend: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "CMAN_BACKEND"}
-    argv = [sys.executable, "-m", "cman", *(["--backend", backend] if backend else []), *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
+LANES = 2
 @dataclass
 class Churn:
     """One engine's share of the churn."""
@@ -75,12 +56,13 @@ class Churn:
     """(name, when its removal returned)."""
     live: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    lane: int = 0
     seq: int = 0
 
     def step(self) -> None:
         self.seq += 1
-        name = f"{PREFIX}-soak-{self.engine}{self.seq}"  # lxd and lxc share "lx"
-        proc = cman("run", "-d", "--name", name, self.image, "sleep", "3600", backend=self.engine)
+        name = f"{PREFIX}-soak-{self.engine}{self.lane}-{self.seq}"  # lxd and lxc share "lx"
+        proc = cli("run", "-d", "--name", name, self.image, "sleep", "3600", backend=self.engine)
         if proc.returncode != 0:
             self.failures.append(f"run -d {name}: {proc.returncode} {proc.stderr.strip()}")
             return
@@ -88,14 +70,16 @@ class Churn:
         self.live.append(name)
         while len(self.live) > LIVE_PER_ENGINE:
             old = self.live.pop(0)
-            gone = cman("rm", "-f", old, backend=self.engine)
+            gone = cli("rm", "-f", old, backend=self.engine)
             if gone.returncode != 0:
                 self.failures.append(f"rm -f {old}: {gone.returncode} {gone.stderr.strip()}")
                 continue
             self.removed.append((old, time.time()))
 
-    def run(self, stop: threading.Event, period: float) -> None:
-        next_at = time.monotonic()
+    def run(self, stop: threading.Event, period: float, offset: float) -> None:
+        """A step every ``period`` seconds, the first after ``offset`` (the lanes take turns)."""
+        next_at = time.monotonic() + offset
+        stop.wait(offset)
         while not stop.is_set():
             try:
                 self.step()
@@ -106,7 +90,7 @@ class Churn:
 
     def cleanup(self) -> None:
         for name in self.live:
-            cman("rm", "-f", name, backend=self.engine)
+            cli("rm", "-f", name, backend=self.engine)
         self.live.clear()
 
 
@@ -148,8 +132,7 @@ class Watch:
         from prometheus_client.parser import text_string_to_metric_families
 
         try:
-            with NO_PROXY.open(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as resp:
-                text = resp.read().decode()
+            text = scrape(self.port)
         except OSError as err:
             self.scrape_failures.append(f"{time.strftime('%H:%M:%S')}: {err}")
             return
@@ -177,48 +160,22 @@ class Watch:
 
 @pytest.fixture(scope="module")
 def images() -> Iterator[dict[str, str]]:
-    if not ROOTFS.is_file():
-        unavailable(f"test rootfs {ROOTFS} is missing: run scripts/setup-engines.sh")
-    made: dict[str, str] = {}
-    try:
-        for name in selected_engines():
-            status = backend_class(name).probe()
-            if not status.reachable:
-                unavailable(f"{name}: {status.problem} (fix: {status.fix})")
-            image = f"{PREFIX}-soakbb"
-            proc = cman("image", "import", str(ROOTFS), image, backend=name)
-            assert proc.returncode == 0, proc.stderr
-            made[name] = image
+    with imported(selected_engines(), f"{PREFIX}-soakbb") as made:
         yield made
-    finally:
-        for name, image in made.items():
-            cman("image", "rm", image, backend=name)
 
 
 @pytest.fixture
 def monitor(tmp_path: Path) -> Iterator[Watch]:
-    port = free_port()
-    pidfile = tmp_path / "monitor.pid"
-    proc = cman("monitor", "start", "--interval", str(INTERVAL), "--listen", f"127.0.0.1:{port}",
-                "--pidfile", str(pidfile), "--log", str(tmp_path / "monitor.log"))
-    assert proc.returncode == 0, proc.stderr
-    pid = int(re.search(r"PID (\d+)", proc.stdout).group(1))  # type: ignore[union-attr]
-    try:
-        yield Watch(pid, port, pidfile.with_suffix(".json"))
-    finally:
-        stopped = cman("monitor", "stop", "--pidfile", str(pidfile))
-        with contextlib.suppress(ProcessLookupError):
-            if stopped.returncode != 0:
-                os.kill(pid, signal.SIGKILL)
-        log = (tmp_path / "monitor.log").read_text(errors="replace") if (tmp_path / "monitor.log").exists() else ""
-        assert "Traceback" not in log, log[-3000:]
+    with running_monitor(tmp_path, INTERVAL) as running:
+        yield Watch(running.pid, running.port, running.state_file)
 
 
 def test_monitor_soak_under_churn(images: dict[str, str], monitor: Watch) -> None:
-    churns = [Churn(engine, image) for engine, image in images.items()]
+    churns = [Churn(engine, image, lane=lane) for engine, image in images.items() for lane in range(LANES)]
     stop = threading.Event()
     period = float(len(churns))
-    threads = [threading.Thread(target=c.run, args=(stop, period), name=f"churn-{c.engine}") for c in churns]
+    threads = [threading.Thread(target=c.run, args=(stop, period, float(i)), name=f"churn-{c.engine}-{c.lane}")
+               for i, c in enumerate(churns)]
     started = time.monotonic()
     try:
         for t in threads:
@@ -252,7 +209,7 @@ def test_monitor_soak_under_churn(images: dict[str, str], monitor: Watch) -> Non
     missed = monitor.missed()
     print(f"\n== soak: {took:.0f} s, interval {INTERVAL:g} s, warm-up {WARM_UP:.0f} s ==")
     for c in churns:
-        print(f"{c.engine:6} created {c.created:4}  removed {len(c.removed):4}  failures {len(c.failures)}")
+        print(f"{c.engine:6} lane {c.lane}  created {c.created:4}  removed {len(c.removed):4}  failures {len(c.failures)}")
     print(f"churn: {created / took:.2f} creates/s, {removed / took:.2f} removes/s; "
           f"{len(monitor.seen_in_metrics)} of the containers seen in /metrics")
     print(f"monitor RSS: {monitor.proc_samples[0][1] / 2**20:.1f} MiB at start, {base_rss / 2**20:.1f} after the warm-up,"
