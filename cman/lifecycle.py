@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from ._sys.proc import mark
 from .backends.base import Backend, Feature
 from .errors import CmanError, Conflict, ContainerNotFound, ImageNotFound, Interrupted, NetworkNotFound
-from .models import RUN_LABEL, Container, ContainerSpec, PullProgress, State, StdIO
+from .models import RUN_LABEL, Container, ContainerSpec, Image, PullProgress, State, StdIO
 from .network.host import host_conflicts, host_lock, overlap_error, read_host, resolve
 from .network.spec import Network, NetworkSpec, NetworkSpecConflict, spec_diff
 from .validate import check_user_labels
@@ -51,16 +51,38 @@ class RunOutcome:
     one line each, for the caller to show (the CLI prints them on stderr)."""
 
 
-def ensure_image(backend: Backend, ref: str, on_progress: ProgressFn | None = None) -> None:
-    """Pull ``ref`` unless the backend already has it (``docker run`` semantics)."""
+def ensure_image(backend: Backend, ref: str, on_progress: ProgressFn | None = None) -> Image | None:
+    """Pull ``ref`` unless the backend already has it (``docker run`` semantics); returns the
+    image when it was there already (None after a pull)."""
     try:
-        backend.image_inspect(ref)
-        return
+        return backend.image_inspect(ref)
     except ImageNotFound:
         pass
     for event in backend.pull(ref):
         if on_progress is not None:
             on_progress(event)
+    return None
+
+
+def follow_image_config(backend: Backend, spec: ContainerSpec, image: Image | None) -> ContainerSpec:
+    """On a system container (LXD, LXC), the job follows the image's OCI config as Docker does
+    (:func:`cman.oci.imageconfig.job`): Entrypoint + Cmd when no command is given, Env under
+    ``-e``, WorkingDir and User. Docker applies its images' configs itself."""
+    if not backend.system_containers:
+        return spec
+    if image is None:
+        image = backend.image_inspect(spec.image)
+    from .oci import imageconfig
+
+    stored = image.extra.get("config")
+    if not isinstance(stored, dict):
+        return spec
+    ids = image.extra.get("config_ids")
+    config = imageconfig.from_extra({**stored, **(ids if isinstance(ids, dict) else {})})
+    command, env = imageconfig.job(config, spec.command, spec.env)
+    new = dataclasses.replace(spec, command=command, env=env)
+    type(backend).validate_spec(new)
+    return new
 
 
 def check_spec(backend: Backend, spec: ContainerSpec) -> None:
@@ -75,7 +97,7 @@ def check_spec(backend: Backend, spec: ContainerSpec) -> None:
 def create(backend: Backend, spec: ContainerSpec, *, on_progress: ProgressFn | None = None) -> Container:
     """``cman create``: check the spec, pull if needed, create (not start) the container."""
     check_spec(backend, spec)
-    ensure_image(backend, spec.image, on_progress)
+    spec = follow_image_config(backend, spec, ensure_image(backend, spec.image, on_progress))
     return backend.create(spec)
 
 
@@ -171,7 +193,7 @@ def run(
     (``BaseException.add_note``), which the CLI prints on the error's line.
     """
     check_spec(backend, spec)
-    ensure_image(backend, spec.image, on_progress)
+    spec = follow_image_config(backend, spec, ensure_image(backend, spec.image, on_progress))
     labels = {**spec.labels, RUN_LABEL: mark()}
     spec = dataclasses.replace(spec, labels=labels, auto_remove=spec.auto_remove or remove)
     with interruptible():

@@ -189,3 +189,20 @@ class EngineStatus(_Jsonable):
     endpoint: str | None = None
     problem: str | None = None
     fix: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageConfig(_Jsonable):
+    """What an OCI image's config says about running it, the same on every engine
+    (``image inspect`` shows it as ``extra["config"]``)."""
+
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    """``KEY=VALUE`` entries, in the image's order."""
+    workdir: str = ""
+    user: str = ""
+    """As the image says it (``name``, ``uid``, ``uid:gid``, ``name:group``); "" is root."""
+    uid: int | None = None
+    gid: int | None = None
+    """``user`` resolved through the image's /etc/passwd and /etc/group (None: not resolved)."""

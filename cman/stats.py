@@ -225,7 +225,7 @@ class Backends:
         explicit = self.explicit_backend()
         if explicit:
             return [explicit]
-        return [n for n in _registry.names() if _registry.quick_reachable(n)]
+        return _registry.reachable_names()
 
     def backend(self, name: str | None = None) -> Backend:
         chosen = name or _registry.default_name(self._option)

@@ -40,7 +40,8 @@ CMAN_EGRESS_PROXY=${CMAN_EGRESS_PROXY-http://127.0.0.1:9}
 LXD_BRIDGE=lxdbr0
 LXD_BRIDGE_ADDR=10.201.0.1/24
 PACKAGES=(docker.io lxc lxd lxd-client busybox-static bridge-utils iptables iproute2
-          debootstrap docker-registry dnsmasq-base cgroupfs-mount python3-venv python3-pip curl openssh-server)
+          debootstrap docker-registry dnsmasq-base cgroupfs-mount python3-venv python3-pip curl openssh-server
+          skopeo umoci)
 
 T0=$(date +%s.%N)
 STARTED=()     # what this run started/created, for the summary
@@ -333,6 +334,70 @@ if (( push_needed )); then
     STARTED+=("docker push $DOCKER_REGISTRY_TAG")
 fi
 
+# --------------------------------------------------------------------------- 7b. OCI test images
+# For OCI pulls on LXD and LXC (tests/integration/test_oci_pull.py), all offline:
+# - cman/configured:latest  FROM local/busybox with a real config (ENTRYPOINT, CMD, ENV,
+#   WORKDIR, USER of a user in the image's /etc/passwd); cman/configured:extra adds one
+#   layer on top (the "only new layers" test); library/cmantestbox:latest is the same
+#   image under a Docker Hub-style name (the registry-mirror test).
+# - cman/debian:bookworm    debootstrap --variant=minbase from the host's configured Debian
+#   mirror, cached as a tarball under $IMAGES_DIR (built once), docker import + push.
+# Each is pushed only when the registry lacks it, so a second run does nothing.
+OCI_TEST_VERSION=1
+tag_in_registry() {  # REPO TAG
+    curl -sf --noproxy '*' --max-time 5 "http://$REGISTRY_ADDR/v2/$1/tags/list" | grep -q "\"$2\""
+}
+if ! tag_in_registry cman/configured latest || ! tag_in_registry cman/configured extra \
+        || ! tag_in_registry library/cmantestbox latest; then
+    ctx=$(mktemp -d /tmp/cman-oci-ctx.XXXXXX)
+    printf 'root:x:0:0:root:/root:/bin/sh\ncmanuser:x:1234:2345:cman test user:/srv/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$ctx/passwd"
+    printf 'root:x:0:\ncmangroup:x:2345:\nnogroup:x:65534:\n' > "$ctx/group"
+    cat > "$ctx/Dockerfile" <<DOCKERFILE
+FROM $DOCKER_LOCAL_TAG
+COPY passwd group /etc/
+WORKDIR /srv/app
+ENV CMAN_GREETING="hello from the image config" CMAN_SECOND=two
+USER cmanuser
+LABEL org.cman.oci-test=$OCI_TEST_VERSION
+ENTRYPOINT ["/bin/sh", "-c", "echo greeting=\$CMAN_GREETING second=\$CMAN_SECOND; echo cwd=\$(pwd); echo uid=\$(id -u) gid=\$(id -g); echo args=\$*", "cman-entry"]
+CMD ["one", "two"]
+DOCKERFILE
+    DOCKER_BUILDKIT=0 docker build -q -t "$REGISTRY_ADDR/cman/configured:latest" "$ctx" >/dev/null 2>&1 \
+        || die "docker build of cman/configured failed"
+    echo extra > "$ctx/extra.txt"
+    printf 'FROM %s\nCOPY extra.txt /srv/app/extra.txt\n' "$REGISTRY_ADDR/cman/configured:latest" > "$ctx/Dockerfile"
+    DOCKER_BUILDKIT=0 docker build -q -t "$REGISTRY_ADDR/cman/configured:extra" "$ctx" >/dev/null 2>&1 \
+        || die "docker build of cman/configured:extra failed"
+    rm -rf "$ctx"
+    docker tag "$REGISTRY_ADDR/cman/configured:latest" "$REGISTRY_ADDR/library/cmantestbox:latest"
+    for t in cman/configured:latest cman/configured:extra library/cmantestbox:latest; do
+        docker push -q "$REGISTRY_ADDR/$t" >/dev/null || die_with_log "docker push $t failed" /var/log/cman-registry.log
+    done
+    STARTED+=("pushed cman/configured:{latest,extra} library/cmantestbox")
+fi
+DEBIAN_TARBALL=$IMAGES_DIR/debian-bookworm-minbase.tar.gz
+if ! tag_in_registry cman/debian bookworm; then
+    if [[ ! -s $DEBIAN_TARBALL ]]; then
+        mirror=$(awk '/^URIs:/ {print $2; exit} /^deb / {print $2; exit}' \
+            /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -n1)
+        [[ -n $mirror ]] || die "no Debian mirror configured in /etc/apt (needed for debootstrap)"
+        log "debootstrap --variant=minbase bookworm from $mirror (once; cached as $DEBIAN_TARBALL)"
+        dtmp=$(mktemp -d /tmp/cman-debian.XXXXXX)
+        debootstrap --variant=minbase bookworm "$dtmp/rootfs" "$mirror" > /var/log/cman-debootstrap.log 2>&1 \
+            || { rm -rf "$dtmp"; die_with_log "debootstrap failed" /var/log/cman-debootstrap.log; }
+        rm -f "$dtmp/rootfs/var/cache/apt/archives/"*.deb
+        mkdir -p "$IMAGES_DIR"
+        tar -C "$dtmp/rootfs" --numeric-owner -czf "$DEBIAN_TARBALL.tmp" .
+        mv -f "$DEBIAN_TARBALL.tmp" "$DEBIAN_TARBALL"
+        rm -rf "$dtmp"
+        STARTED+=("built $DEBIAN_TARBALL")
+    fi
+    docker import --change 'CMD ["/bin/bash"]' "$DEBIAN_TARBALL" "$REGISTRY_ADDR/cman/debian:bookworm" >/dev/null
+    docker push -q "$REGISTRY_ADDR/cman/debian:bookworm" >/dev/null \
+        || die_with_log "docker push cman/debian:bookworm failed" /var/log/cman-registry.log
+    STARTED+=("pushed cman/debian:bookworm")
+fi
+
 # --------------------------------------------------------------------------- 8. summary
 pidof_() { local p; p=$(pgrep -xo "$1" 2>/dev/null) && echo "pid $p" || echo "?"; }
 elapsed=$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
@@ -343,7 +408,7 @@ elapsed=$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
     echo "lxd:      $(lxd --version) (client $(lxc --version)), $(pidof_ lxd), bridge $LXD_BRIDGE $LXD_BRIDGE_ADDR"
     echo "lxc:      $(lxc-create --version)"
     echo "rootfs:   $ROOTFS_TARBALL (sha256 ${ROOTFS_SHA:0:12})"
-    echo "images:   $DOCKER_LOCAL_TAG, $DOCKER_REGISTRY_TAG"
+    echo "images:   $DOCKER_LOCAL_TAG, $DOCKER_REGISTRY_TAG, $REGISTRY_ADDR/cman/{configured:latest,configured:extra,debian:bookworm}, $REGISTRY_ADDR/library/cmantestbox"
     echo "egress:   daemons started here use proxy '${CMAN_EGRESS_PROXY:-none}' (blocks outside traffic)"
     if (( ${#STARTED[@]} )); then
         echo "this run: ${STARTED[*]/%/;}"

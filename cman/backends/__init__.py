@@ -56,6 +56,12 @@ def quick_reachable(name: str) -> bool:
     return backend_class(name).reachable()
 
 
+def reachable_names() -> list[str]:
+    """Every backend that answers :func:`quick_reachable`, in registry order: the one meaning of
+    "every reachable engine" (listings without --backend, ``--backend all``)."""
+    return [n for n in REGISTRY if quick_reachable(n)]
+
+
 def checked(name: str, source: str = "--backend") -> str:
     """A backend name the user gave, validated; ``source`` says where it came from."""
     if name not in REGISTRY:

@@ -51,6 +51,8 @@ class Feature(StrEnum):
     PULL_PROGRESS = "pull-progress"
     IMAGE_IMPORT = "image-import"
     IMAGE_HISTORY = "image-history"
+    IMAGE_EXPORT = "image-export"
+    """An image's root filesystem as a tarball (``image copy`` between engines)."""
     TTY = "tty"
     EXEC = "exec"
     LOGS = "logs"
@@ -189,6 +191,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def image_import(self, tarball: Path, name: str) -> Image:
         """Make an image from a rootfs tarball (the offline path)."""
+
+    def image_export(self, ref: str, dest: Path) -> Path:
+        """Write the image's root filesystem to ``dest`` as a plain rootfs tarball (members
+        relative to /, possibly compressed: every ``image_import`` detects it) and return it.
+
+        The counterpart of :meth:`image_import`, so ``image copy`` moves an image between
+        engines; ``dest`` is written whole or not at all. Raises ImageNotFound.
+        """
+        raise Unsupported(self.name, str(Feature.IMAGE_EXPORT))
 
     # -- containers ---------------------------------------------------------------
 

@@ -43,7 +43,7 @@ class Session:
         explicit = self.explicit_backend()
         if explicit:
             return [explicit]
-        found = [n for n in backends.names() if backends.quick_reachable(n)]
+        found = backends.reachable_names()
         if not found:
             raise NoEngine()
         return found

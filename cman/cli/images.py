@@ -11,10 +11,40 @@ import typer
 
 from ..errors import InvalidValue
 from ..models import Image, PullProgress
-from ._common import human_size, print_json, print_table, session
+from ._common import human_size, print_json, print_table, printable, say_error, session, warn
 from ._common import only_command as _only
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+Targets = Annotated[str | None, typer.Option("--backend", "-B", help="B, B,B or all (every reachable engine).")]
+
+
+def _session_all(ctx: typer.Context) -> str | None:
+    """The global ``--backend all`` (or ``B,B``): several engines; None for one engine."""
+    option = session(ctx).backend_option
+    return option if option and (option == "all" or "," in option) else None
+
+
+def _progress(line: str) -> None:
+    sys.stderr.write(f"cman: {printable(line)}\n")
+    sys.stderr.flush()
+
+
+def _finish(report: Any, name: str, as_json: bool) -> None:
+    """Per-engine lines of an :class:`~cman.imagesync.Report`: made images on stdout, failures
+    and skipped engines on stderr; exit with the report's code."""
+    if as_json:
+        print_json(report.to_dict())
+    for outcome in report.outcomes:
+        if outcome.error is not None:
+            say_error(f"{outcome.backend}: {outcome.error}")
+        elif not as_json:
+            sys.stdout.write(f"{outcome.backend}:{name} {outcome.image.id}\n")
+    for err in report.skipped:
+        say_error(f"{err} (skipped)")
+    if report.not_kept:
+        warn(f"not kept on the targets (a rootfs import carries no image config): {', '.join(report.not_kept)}")
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
 
 
 class _PlainProgress:
@@ -174,9 +204,16 @@ def register(app: typer.Typer, only: str | None = None) -> None:
             sys.stdout.write(f"{image}\n")
 
     @image_app.command("prune")
-    def image_prune(ctx: typer.Context, as_json: Json = False) -> None:
-        """Remove unnamed images that no container uses."""
-        result = session(ctx).backend().image_prune()
+    def image_prune(
+        ctx: typer.Context,
+        every: Annotated[bool, typer.Option("--all", "-a", help="Also named images that no container uses.")] = False,
+        as_json: Json = False,
+    ) -> None:
+        """Remove unnamed images (with --all: every image) that no container uses; prints what
+        was removed and the space freed."""
+        from .. import imagesync
+
+        result = imagesync.prune(session(ctx).backend(), every=every)
         if as_json:
             print_json(result.to_dict())
             return
@@ -189,16 +226,59 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         ctx: typer.Context,
         tarball: Annotated[Path, typer.Argument(help="A rootfs tarball (.tar, .tar.gz, .tar.xz).")],
         name: Annotated[str, typer.Argument(help="Image name to give it.")],
+        backend: Targets = None,
         as_json: Json = False,
     ) -> None:
-        """Make an image from a rootfs tarball: the offline path."""
+        """Make an image from a rootfs tarball: the offline path. With --backend all (or B,B),
+        on each engine: one line per engine; exit 0 when all succeeded, else the first failure's code."""
+        from .. import imagesync
+
         if not tarball.is_file():
             raise InvalidValue("TARBALL", str(tarball), "no such file")
-        img = session(ctx).backend().image_import(tarball, name)
-        if as_json:
-            print_json(img.to_dict())
+        option = backend or _session_all(ctx)
+        if option is None:
+            img = session(ctx).backend().image_import(tarball, name)
+            if as_json:
+                print_json(img.to_dict())
+                return
+            sys.stdout.write(f"{img.backend}:{name} {img.id}\n")
             return
-        sys.stdout.write(f"{img.backend}:{name} {img.id}\n")
+        _finish(imagesync.import_into(tarball, name, imagesync.parse_targets(option)), name, as_json)
+
+    @image_app.command("bootstrap")
+    def image_bootstrap(
+        ctx: typer.Context,
+        image: Annotated[str, typer.Argument(help="debian:RELEASE, a release debootstrap on this host can build.")],
+        name: Annotated[str | None, typer.Option("--name", help="Image name (default: IMAGE).")] = None,
+        backend: Targets = None,
+        no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild the cached rootfs.")] = False,
+        as_json: Json = False,
+    ) -> None:
+        """Build a Debian image with debootstrap from the host's Debian mirror, and import it."""
+        from .. import bootstrap, imagesync
+
+        target = bootstrap.parse_target(image)  # exit 2 before any engine call or build
+        option = backend or _session_all(ctx)
+        targets = imagesync.parse_targets(option) if option else imagesync.Targets((session(ctx).backend().name,))
+        built, report = imagesync.bootstrap_image(image, targets, name=name, no_cache=no_cache, progress=_progress)
+        how = "from the cache" if built.cached else f"built in {built.seconds:.1f} s from {built.mirror}"
+        _progress(f"{built.tarball}: {how}")
+        _finish(report, name or target.name, as_json)
+
+    @image_app.command("copy")
+    def image_copy(
+        image: Annotated[str, typer.Argument(help="The image on the source engine.")],
+        source: Annotated[str, typer.Option("--from", help="The engine that has the image.")],
+        to: Annotated[str, typer.Option("--to", help="B[,B...] or all: the engines to copy it to.")],
+        name: Annotated[str | None, typer.Option("--name", help="Image name on the targets (default: IMAGE).")] = None,
+        as_json: Json = False,
+    ) -> None:
+        """Make the same root filesystem an image on other engines; exit as import --backend all."""
+        from .. import backends, imagesync
+
+        backends.checked(source, "--from")
+        targets = imagesync.parse_targets(to, field_name="--to", exclude=source)
+        _finish(imagesync.copy(image, source, targets, name=name), name or image, as_json)
 
     if only in (None, "image"):
         app.add_typer(image_app, name="image")

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from ..base import Feature
 from .containers import DockerContainers
+from .export import DockerExport
 from .images import DockerImages
 from .leftovers import DockerLeftovers
 from .networks import DockerNetworks
 
 
-class DockerBackend(DockerContainers, DockerImages, DockerNetworks, DockerLeftovers):
+class DockerBackend(DockerContainers, DockerImages, DockerExport, DockerNetworks, DockerLeftovers):
     name = "docker"
     capabilities = frozenset(Feature)
 

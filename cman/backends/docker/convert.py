@@ -100,8 +100,21 @@ def image_from_raw(raw: dict[str, Any]) -> Image:
         size=raw.get("Size"),
         created=parse_time(raw.get("Created")),
         architecture=raw.get("Architecture"),
-        extra={"digests": raw.get("RepoDigests") or []},
+        extra={"digests": raw.get("RepoDigests") or [], **_config_extra(raw.get("Config"))},
     )
+
+
+def _config_extra(config: Any) -> dict[str, Any]:
+    """``extra["config"]`` as every engine shows it (only /images/REF/json carries Config)."""
+    if not isinstance(config, dict):
+        return {}
+    from ...errors import CmanError
+    from ...oci import imageconfig
+
+    try:
+        return {"config": imageconfig.to_extra(imageconfig.from_blob({"config": config}))}
+    except CmanError:
+        return {}
 
 
 def layer_from_raw(raw: dict[str, Any]) -> ImageLayer:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-from ...errors import InvalidName
+from ...oci import refs as _oci_refs
 from ...validate import check_name
 from .api import ApiError
 
@@ -22,14 +22,10 @@ REF_MAX = 255
 CONTAINER_RULES = "a container is its name or ID: letters, digits, '_', '.', '-', starting with a letter or digit"
 NETWORK_RULES = "a network is its name or ID: letters, digits, '_', '.', '-', starting with a letter or digit"
 
-# distribution/reference's grammar (what the Docker daemon accepts), without IPv6 hosts.
-_DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]{1,5})?"
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
-_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-IMAGE_RE = re.compile(rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?")
-IMAGE_MAX = 255
-IMAGE_HINT = "use [REGISTRY/]NAME[:TAG][@DIGEST] with a lowercase name, e.g. 127.0.0.1:5000/cman/busybox:latest"
+# The reference grammar has one home, shared with LXD and LXC: cman.oci.refs.
+IMAGE_RE = _oci_refs.IMAGE_RE
+IMAGE_MAX = _oci_refs.IMAGE_MAX
+IMAGE_HINT = _oci_refs.IMAGE_HINT
 
 ID_RE = re.compile(r"[0-9a-f]{12,64}")
 
@@ -48,12 +44,7 @@ def network(ref: str) -> str:
 
 def check_image(ref: str) -> str:
     """Raise InvalidName unless ``ref`` is an image reference the daemon would take."""
-    if len(ref) > IMAGE_MAX or not IMAGE_RE.fullmatch(ref):
-        raise InvalidName(f"invalid image reference {ref!r}", hint=IMAGE_HINT)
-    first, slash, _ = ref.partition("/")
-    if slash and ("." in first or ":" in first or first == "localhost") and not re.fullmatch(_DOMAIN, first):
-        raise InvalidName(f"invalid registry {first!r} in image reference {ref!r}", hint=IMAGE_HINT)
-    return ref
+    return _oci_refs.check_image(ref)
 
 
 def image(ref: str) -> str:

@@ -22,12 +22,13 @@ its own network records, and reads every state back from the tools.
 from __future__ import annotations
 
 from ..base import Feature
+from .export import LxcExport
 from .leftovers import LxcLeftovers
 
 
-class LxcBackend(LxcLeftovers):
+class LxcBackend(LxcLeftovers, LxcExport):
     """Raw LXC through the lxc-* tools. See the package docstring for the parts (the
-    mixins: LxcLeftovers over LxcContainers, LxcImages and LxcNetworks)."""
+    mixins: LxcLeftovers over LxcContainers, LxcImages and LxcNetworks; LxcExport)."""
 
     name = "lxc"
     # No daemon: no remote endpoint, and template pulls report no byte progress.

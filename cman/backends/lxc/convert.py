@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..._sys.times import ago, parse_time
 from ...models import Container, Image, State
+from ...oci import imageconfig
 from .tools import Paths
 
 if TYPE_CHECKING:
@@ -105,8 +106,10 @@ def to_image(meta: Mapping[str, Any]) -> Image:
             "default_command": meta.get("default_command", []),
             "file": meta.get("file"),
             "lxc_config": meta.get("lxc_config", []),
+            **imageconfig.image_extra(meta.get("image_config")),
         },
     )
+
 
 
 def created_by(meta: Mapping[str, Any]) -> str:
@@ -115,6 +118,8 @@ def created_by(meta: Mapping[str, Any]) -> str:
     kind = source.get("kind")
     if kind == "import":
         return f"cman image import {source.get('path', '?')}"
+    if kind == "oci":
+        return f"cman pull {source.get('ref', '?')} (from {source.get('from', '?')})"
     if kind == "template":
         args = " ".join(source.get("args", []))
         return f"lxc-create -t {source.get('template', '?')}" + (f" -- {args}" if args else "")

@@ -22,10 +22,11 @@ from ..._sys import files as _files
 from ..._sys import proc as _proc
 from ...errors import CmanError, EngineError, ImageNotFound, InUse, InvalidName, InvalidValue, Unsupported
 from ...models import Image, ImageLayer, PruneResult, PullProgress
+from ...oci.refs import Reference
 from ...validate import check_config_value
 from .config import render_config
-from .connection import LxcConnection
 from .convert import created_by, to_image
+from .ociimages import LxcOciImages, oci_reference
 from .store import TEMPLATE_CONFIG_KEYS, validate_alias
 from .tools import config_values, tool
 
@@ -34,7 +35,7 @@ OFFLINE_TEMPLATES = frozenset({"busybox"})
 """Templates that build a rootfs from the host alone; others download (debootstrap, ...)."""
 
 
-class LxcImages(LxcConnection):
+class LxcImages(LxcOciImages):
     def pull(self, ref: str) -> Iterator[PullProgress]:
         """``template:busybox`` builds an image with LXC's busybox template (offline);
         ``[download:]DIST/RELEASE[/ARCH]`` uses the ``download`` template, which needs an image
@@ -42,6 +43,10 @@ class LxcImages(LxcConnection):
         cman's store is up to date; a short name (``ubuntu``, ``debian:12``) maps through
         :mod:`cman.images`."""
         check_config_value("image", ref)
+        oci_ref = self._oci_reference(ref)
+        if oci_ref is not None:
+            yield from self._pull_oci(oci_ref)
+            return
         if self.store.find(ref) is None and (mapped := images.short_names("lxc").get(ref)):
             yield PullProgress(None, f"{ref} is {mapped}")
             ref = mapped
@@ -80,6 +85,10 @@ class LxcImages(LxcConnection):
                 ref, "lxc", "not in cman's LXC image store; pull takes template:busybox or DIST/RELEASE[/ARCH]"
             )
         yield PullProgress(None, f"{ref}: image is up to date (cman's LXC store, {str(meta['id'])[:19]})")
+
+    def _oci_reference(self, ref: str) -> Reference | None:
+        """The registry image ``ref`` names, or None (the precedence is in :mod:`.ociimages`)."""
+        return oci_reference(ref, self.store.find(ref) is not None)
 
     def _pull_template(self, alias: str, template: str, args: list[str]) -> Iterator[PullProgress]:
         """Create a throw-away container with the template in a private LXC path inside the

@@ -40,10 +40,21 @@ from ...errors import ImageNotFound, InvalidName, InvalidValue
 from ...validate import check_config_value
 from .idmap import IdMap, shift_tree
 
+
+def canonical_name(ref: str) -> str | None:
+    """``REGISTRY/REPO:TAG`` of a Docker-style reference; None for anything else."""
+    from ...errors import CmanError
+    from ...oci.refs import parse
+
+    try:
+        return parse(ref).canonical
+    except CmanError:
+        return None
+
 DEFAULT_STORE = Path("/var/lib/cman/lxc-images")
-ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
+ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}")
 ALIAS_RULES = (
-    "LXC image names are 1-128 characters of letters, digits, '_', '.', ':', '/', '-', starting with a letter or digit"
+    "LXC image names are 1-128 characters of letters, digits, '_', '.', ':', '/', '@', '-', starting with a letter or digit"
 )
 
 _MAGIC = (
@@ -52,7 +63,8 @@ _MAGIC = (
     (b"BZh", ".bz2"),
 )
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_INITS = ("sbin/init",)
+_INITS = ("sbin/init", "usr/sbin/init")
+"""``usr/sbin/init`` for a merged-/usr rootfs (Debian 12's debootstrap: /sbin is a link to usr/sbin)."""
 
 TEMPLATE_CONFIG_KEYS = ("lxc.signal.halt", "lxc.signal.reboot", "lxc.signal.stop", "lxc.mount.entry", "lxc.autodev")
 """Keys of a template's config that an image keeps and every container of it gets."""
@@ -142,7 +154,7 @@ def scan_tarball(path: Path) -> Scan:
     return Scan(
         prefix=prefix,
         has_init=any(has(i) for i in _INITS),
-        has_sh=has("bin/sh"),
+        has_sh=has("bin/sh") or has("usr/bin/sh"),
         unpacked_size=size,
         architecture=images.normalize_arch(found_arch),
     )
@@ -183,6 +195,11 @@ class ImageStore:
             hits = [m for m in metas if str(m["id"]).removeprefix("sha256:").startswith(hexpart)]
             if len(hits) == 1:
                 return hits[0]
+        canonical = canonical_name(ref)  # a registry image, stored under its canonical reference
+        if canonical is not None and _norm(canonical) != want:
+            for meta in metas:
+                if _norm(canonical) in (_norm(a) for a in meta.get("aliases", [])):
+                    return meta
         return None
 
     def get(self, ref: str) -> dict[str, Any]:
@@ -243,6 +260,7 @@ class ImageStore:
         source: dict[str, Any],
         lxc_config: Iterable[tuple[str, str]] = (),
         architecture: str | None = None,
+        image_config: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Move a staged tarball into place as a new image and give it its name.
 
@@ -278,6 +296,8 @@ class ImageStore:
             "default_command": ["/bin/sh"] if scan.has_sh else [],
             "lxc_config": config,
         }
+        if image_config is not None:  # an OCI image's config (cman.oci.imageconfig.stored)
+            meta["image_config"] = image_config
         _files.write_json(work / "metadata.json", meta)
         work.rename(self.root / image_hex)
         if alias is not None:

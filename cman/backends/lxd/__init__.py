@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from ..base import Feature
 from .containers import LxdContainers
+from .export import LxdExport
 from .images import LxdImages
 from .networks import LxdNetworks
 
 
-class LxdBackend(LxdContainers, LxdImages, LxdNetworks):
+class LxdBackend(LxdContainers, LxdExport, LxdImages, LxdNetworks):
     name = "lxd"
     system_containers = True
     capabilities = frozenset(Feature)

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..._sys.times import parse_time
 from ...models import Container, Image, PullProgress, State
+from ...oci import imageconfig
 from . import net
 
 CFG_MANAGED = "user.cman.managed"
@@ -121,6 +122,11 @@ def _container_from_raw(raw: Mapping[str, Any], exit_code: int | None = None) ->
     )
 
 
+OCI_CONFIG_PROPERTY = "cman.oci.config"
+"""The image property holding an OCI image's config (JSON), set by a registry pull."""
+OCI_MANIFEST_PROPERTY = "cman.oci.manifest"
+
+
 def _image_from_raw(raw: Mapping[str, Any]) -> Image:
     props = raw.get("properties") or {}
     return Image(
@@ -138,6 +144,7 @@ def _image_from_raw(raw: Mapping[str, Any]) -> Image:
             "auto_update": bool(raw.get("auto_update")),
             "uploaded_at": raw.get("uploaded_at"),
             "update_source": raw.get("update_source"),
+            **imageconfig.image_extra(props.get(OCI_CONFIG_PROPERTY)),
         },
     )
 

@@ -204,7 +204,8 @@ class BuiltImage:
     properties: Mapping[str, str]
 
 
-def build_unified(tarball: Path, name: str, out_dir: Path | None = None) -> BuiltImage:
+def build_unified(tarball: Path, name: str, out_dir: Path | None = None, *,
+                  properties: Mapping[str, str] | None = None) -> BuiltImage:
     """Repack a plain rootfs tarball (``.tar``, ``.tar.gz``, ``.tar.xz``, ...) as a unified LXD
     image: ``rootfs/`` + ``metadata.yaml``, in one streaming pass (members are copied,
     never unpacked to disk). ``metadata.yaml`` comes last because ``os`` and ``release``
@@ -212,7 +213,8 @@ def build_unified(tarball: Path, name: str, out_dir: Path | None = None) -> Buil
 
     Deterministic: the same tarball and name give the same bytes, so the same
     fingerprint (the creation date is the tarball's mtime). The caller removes
-    ``result.path``.
+    ``result.path``. ``properties`` are added to (and override) the image's properties
+    (a registry pull keeps the image's config and manifest digest there).
     """
     creation = int(tarball.stat().st_mtime)
     from .leftovers import TARBALL_PREFIX, own_tag
@@ -244,6 +246,7 @@ def build_unified(tarball: Path, name: str, out_dir: Path | None = None) -> Buil
                 "architecture": arch,
                 "name": name,
                 SOURCE_PROPERTY: tarball.name,
+                **(properties or {}),
             }
             meta = metadata_yaml(architecture=arch, creation_date=creation, properties=properties)
             info = tarfile.TarInfo("metadata.yaml")

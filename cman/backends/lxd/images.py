@@ -22,14 +22,24 @@ from ..._sys.times import parse_time
 from ...errors import CmanError, EngineError, EngineUnavailable, ImageNotFound, InUse, InvalidValue
 from ...models import Image, ImageLayer, PruneResult, PullProgress
 from ..base import loopback_url
-from .connection import LxdConnection, OperationFailed, _boundary, _is_transient
+from .connection import OperationFailed, _boundary, _is_transient
 from .convert import _image_from_raw, _progress_event
+from .ociimages import LxdOciImages
 
 if TYPE_CHECKING:
     from .imagebuild import BuiltImage, RemoteRef
 
 
-class LxdImages(LxdConnection):
+def _canonical(ref: str) -> str | None:
+    from ...oci.refs import parse
+
+    try:
+        return parse(ref).canonical
+    except CmanError:
+        return None
+
+
+class LxdImages(LxdOciImages):
     """The daemon's image store, by alias, fingerprint or short name."""
 
     def _image_raw(self, ref: str) -> dict[str, Any]:
@@ -43,6 +53,9 @@ class LxdImages(LxdConnection):
         expanded = imagebuild.expand(ref)
         if expanded != ref:
             candidates.append(expanded)
+        canonical = _canonical(ref)  # a registry image is stored under its canonical reference
+        if canonical is not None and canonical not in candidates:
+            candidates.append(canonical)
         for name in candidates:
             if not name or name.startswith("-"):
                 continue
@@ -68,6 +81,10 @@ class LxdImages(LxdConnection):
         """
         from . import imagebuild
 
+        oci_ref = self._oci_reference(ref)
+        if oci_ref is not None:
+            yield from self._pull_oci(oci_ref)
+            return
         target = imagebuild.expand(ref)
         remote = imagebuild.parse_remote(target)
         if remote is None:

@@ -1,0 +1,77 @@
+"""Registry (OCI) images for raw LXC: ``pull REGISTRY/REPO:TAG``, and short Docker Hub names
+when a registry mirror is configured.
+
+Which references are registry images, in this order (the first that applies wins):
+
+1. ``template:NAME`` and ``download:DIST/RELEASE`` are LXC templates, never a registry;
+2. a reference whose first component is a registry (has '.' or ':', or is ``localhost``)
+   is a registry image, and a malformed one is InvalidName (exit 2) before anything runs;
+3. a name already in cman's LXC store is that image (``cman image import`` names);
+4. with a registry mirror configured (:mod:`cman.config`), a name without '/' (``debian``,
+   ``busybox:1.36``) is the Docker Hub image ``library/NAME``, pulled from the mirror;
+5. otherwise the LXC ways: the short-name map (:mod:`cman.images`), ``DIST/RELEASE[/ARCH]``.
+
+A pull copies the image into the host's OCI layout (:mod:`cman.oci.layout`), unpacks it and
+stores its rootfs in cman's LXC store under the canonical reference, with its config. A
+re-pull whose manifest digest is the one stored does nothing more.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+from ... import config as _config
+from ...models import PullProgress
+from ...oci import imageconfig, layout
+from ...oci.refs import Reference, is_registry, parse
+from .connection import LxcConnection
+
+
+def oci_reference(ref: str, in_store: bool) -> Reference | None:
+    """The registry image ``ref`` names, by the precedence of the module's docstring; None
+    when it is something else."""
+    if ref.startswith(("template:", "download:")):
+        return None
+    first, slash, _ = ref.partition("/")
+    if slash and is_registry(first):
+        return parse(ref)
+    if in_store or slash:
+        return None
+    if not _config.load().registry_mirrors:
+        return None
+    return parse(ref)
+
+
+class LxcOciImages(LxcConnection):
+    def _pull_oci(self, ref: Reference) -> Iterator[PullProgress]:
+        """Fetch (only new layers), then unpack and store unless the stored image has the
+        same manifest."""
+        fetched = yield from layout.fetch(ref, _config.load(), "lxc")
+        alias = ref.canonical
+        current = self.store.find(alias)
+        if current is not None and (current.get("source") or {}).get("manifest") == fetched.manifest:
+            yield PullProgress(None, f"{alias}: image is up to date ({fetched.manifest[:19]})")
+            return
+        work = layout.new_workdir()
+        try:
+            yield PullProgress(None, "unpacking")
+            rootfs = layout.unpack(fetched, work, "lxc")
+            config = imageconfig.resolve(fetched.config, rootfs)
+            stage = self.store.new_workdir()
+            try:
+                tarball = layout.pack(rootfs, stage / "src.tar", "lxc")
+                layout.remove(work)
+                sha, staged, scan = self.store.stage(tarball, stage, move=True)
+                with self.store.lock():
+                    meta = self.store.commit(
+                        stage, sha, staged, scan, alias=alias,
+                        source={"kind": "oci", "ref": alias, "from": fetched.source, "manifest": fetched.manifest},
+                        image_config=imageconfig.stored(config),
+                    )
+            except BaseException:
+                shutil.rmtree(stage, ignore_errors=True)
+                raise
+        finally:
+            layout.remove(work)
+        yield PullProgress(None, f"stored image {str(meta['id'])[:19]} as {alias}")
