@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -21,7 +22,10 @@ from ...models import State, StdIO
 from .config import mapped_root
 from .connection import LxcConnection
 from .convert import STATES
-from .tools import Paths, config_values
+from .tools import RUNNING, Paths, config_values
+
+KILL_WAIT = 10.0
+"""Seconds to wait for LXC to see a SIGKILLed init before ``lxc-stop -k`` takes over."""
 
 
 class LxcJobHost(LxcConnection):
@@ -75,6 +79,24 @@ class LxcJobHost(LxcConnection):
         return jobs.parse_signal(values[-1][1] if values else None)
 
     def kill(self, ref: str) -> None:
+        """SIGKILL the container's init, then wait until LXC has it stopped (an ephemeral one:
+        destroyed, so ``--rm`` is kept when this returns). ``lxc-stop -k`` does the same, but
+        its wait sleeps about 0.5 s, half of a whole ``run --rm IMAGE true``; polling the state
+        sees the stop in ~20 ms. Falls back to ``lxc-stop -k`` if the container outlives that."""
+        paths = self._paths(ref)
+        state, init = self._info(paths)
+        if state is None:
+            return
+        if init and state in RUNNING:
+            ephemeral = any(v.strip() == "1" for _k, v in config_values(paths.config, ("lxc.ephemeral",)))
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(init, signal.SIGKILL)
+            deadline = time.monotonic() + KILL_WAIT
+            while time.monotonic() < deadline:
+                state, _ = self._info(paths)
+                if state is None or (state == "STOPPED" and not ephemeral):
+                    return
+                time.sleep(0.01)
         with self._boundary(ref, "kill"):
             self._tool("lxc-stop", "-n", ref, "-k", timeout=60, check=False)
 
