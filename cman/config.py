@@ -1,4 +1,4 @@
-"""cman's own config file: registry mirrors and insecure registries for LXD and LXC pulls.
+"""cman's own config file: registry mirrors, insecure registries, and registries to search.
 
 Read from ``$XDG_CONFIG_HOME/cman/config.toml`` (default ``~/.config``), then
 ``/etc/cman/config.toml``; the first file that exists wins, key by key the user's file
@@ -6,9 +6,12 @@ first. ``$CMAN_REGISTRY_MIRROR`` (comma-separated URLs) replaces ``registry_mirr
 
     registry_mirrors = ["http://127.0.0.1:5000"]   # docker.io pulls on LXD and LXC
     insecure_registries = ["10.0.0.5:5000"]        # plain HTTP (127.0.0.1, localhost: always)
+    search_registries = ["https://reg.example"]    # also listed by `cman search`
 
-Docker's own pulls use the daemon's ``registry-mirrors`` (``cman engine configure docker``);
-this file does not change the daemon. Credentials are never stored here: cman hands the
+The mirrors apply to docker.io pulls on every engine, Docker included: cman pulls
+``MIRROR/library/NAME:TAG`` through the daemon and tags it ``NAME:TAG``. Without a mirror
+here, Docker's own daemon-level ``registry-mirrors`` (``cman engine configure docker``)
+apply; this file never changes the daemon. Credentials are never stored here: cman hands the
 ``auth.json`` the user already has to skopeo by path (:func:`auth_file`).
 A bad file is :class:`InvalidValue` (exit 2), one line naming the file.
 """
@@ -27,7 +30,7 @@ from .oci.refs import DOMAIN
 
 ENV_MIRROR = "CMAN_REGISTRY_MIRROR"
 SYSTEM_FILE = Path("/etc/cman/config.toml")
-KEYS = ("registry_mirrors", "insecure_registries")
+KEYS = ("registry_mirrors", "insecure_registries", "search_registries")
 IMPLICITLY_INSECURE = ("127.0.0.1", "localhost", "::1")
 _MIRROR = re.compile(rf"(https?)://({DOMAIN})/?")
 
@@ -45,6 +48,8 @@ class Mirror:
 class Config:
     registry_mirrors: tuple[Mirror, ...] = ()
     insecure_registries: tuple[str, ...] = ()
+    search_registries: tuple[Mirror, ...] = ()
+    """More registries ``cman search`` lists (mirrors and insecure registries are listed too)."""
     sources: tuple[str, ...] = ()
     """The files read (for messages)."""
 
@@ -61,14 +66,14 @@ def user_file(env: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "cman" / "config.toml"
 
 
-def parse_mirror(url: str, where: str) -> Mirror:
+def parse_mirror(url: str, where: str, what: str = "registry mirror") -> Mirror:
     m = _MIRROR.fullmatch(url.strip())
     if not m:
-        raise InvalidValue(f"registry mirror ({where})", url,
+        raise InvalidValue(f"{what} ({where})", url,
                            "write http(s)://HOST[:PORT], e.g. http://127.0.0.1:5000 (no path)")
     port = m.group(2).rpartition(":")[2] if ":" in m.group(2) else "1"
     if not 0 < int(port) <= 65535:
-        raise InvalidValue(f"registry mirror ({where})", url, "port out of range")
+        raise InvalidValue(f"{what} ({where})", url, "port out of range")
     return Mirror(url=f"{m.group(1)}://{m.group(2)}", host=m.group(2), insecure=m.group(1) == "http")
 
 
@@ -84,8 +89,9 @@ def parse(data: Mapping[str, Any], where: str) -> dict[str, Any]:
         value = data[key]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise InvalidValue(f"{key} in {where}", value, "must be a list of strings")
-        if key == "registry_mirrors":
-            out[key] = tuple(parse_mirror(v, where) for v in value)
+        if key in ("registry_mirrors", "search_registries"):
+            what = "registry mirror" if key == "registry_mirrors" else "search registry"
+            out[key] = tuple(parse_mirror(v, where, what) for v in value)
         else:
             for v in value:
                 if not re.fullmatch(DOMAIN, v):
@@ -137,4 +143,30 @@ def auth_file(env: Mapping[str, str] | None = None) -> Path | None:
     for c in candidates:
         if c and Path(c).is_file():
             return Path(c)
+    return None
+
+
+def credentials(registry: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The base64 ``user:password`` the auth file (:func:`auth_file`) keeps for ``registry``
+    (``HOST[:PORT]``; Docker Hub under its legacy key too), or None. For a request header only:
+    never printed, never on a command line. An unreadable file is no credentials."""
+    import json
+
+    path = auth_file(env)
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    auths = data.get("auths") if isinstance(data, dict) else None
+    if not isinstance(auths, dict):
+        return None
+    keys = [registry, f"https://{registry}", f"http://{registry}", f"https://{registry}/v1/", f"https://{registry}/v2/"]
+    if registry in ("docker.io", "index.docker.io", "registry-1.docker.io"):
+        keys += ["https://index.docker.io/v1/", "index.docker.io", "docker.io"]
+    for key in keys:
+        entry = auths.get(key)
+        if isinstance(entry, dict) and isinstance(entry.get("auth"), str) and entry["auth"]:
+            return str(entry["auth"])
     return None

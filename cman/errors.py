@@ -65,6 +65,14 @@ class InvalidValue(UsageError):
         self.value = value
 
 
+class InvalidProfile(UsageError):
+    """A profile file is malformed: the message names the file, the key and the reason."""
+
+    def __init__(self, where: str, message: str, hint: str | None = None) -> None:
+        super().__init__(f"profile {where}: {message}", hint=hint)
+        self.where = where
+
+
 class AmbiguousName(UsageError):
     """A bare NAME exists on several backends."""
 
@@ -93,6 +101,12 @@ class ImageNotFound(NotFound):
             hint="check the name, `cman pull` it, or `cman image import TARBALL NAME`",
         )
         self.ref = ref
+
+
+class ProfileNotFound(NotFound):
+    def __init__(self, name: str, searched: str) -> None:
+        super().__init__(f"no such profile: {name} (looked in {searched})", hint="see `cman profile ls`")
+        self.name = name
 
 
 class NetworkNotFound(NotFound):

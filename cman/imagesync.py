@@ -21,11 +21,10 @@ from . import backends, bootstrap
 from ._sys.proc import mark
 from .backends.base import Backend, Feature
 from .errors import CmanError, Conflict, EngineUnavailable, ExitCode, InvalidValue, NoEngine, NotFound, UsageError
-from .models import Image, PruneResult
+from .models import Image, ImageConfig, PruneResult
 
 ALL = "all"
 COPY_DIR_ENV = "CMAN_COPY_TMP"
-CONFIG_FIELDS = ("entrypoint", "cmd", "env", "workdir", "user")
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,8 @@ class Report:
     skipped: list[EngineUnavailable] = field(default_factory=list)
     """Engines of ``all`` that did not answer: not tried."""
     not_kept: list[str] = field(default_factory=list)
-    """``image copy``: parts of the source image's config the targets did not get."""
+    """``image copy``: parts of the source image's config a target could not hold. Empty since
+    every engine holds the whole config; kept for the CLI's warning and the JSON shape."""
 
     @property
     def exit_code(self) -> int:
@@ -101,8 +101,9 @@ def _why_not(name: str) -> EngineUnavailable:
 
 
 def import_into(tarball: Path, name: str, targets: Targets,
-                load: Callable[[str], Backend] = backends.load) -> Report:
-    """Import one rootfs tarball as ``name`` into each target engine."""
+                load: Callable[[str], Backend] = backends.load, *, config: ImageConfig | None = None) -> Report:
+    """Import one rootfs tarball as ``name`` into each target engine (with ``config``, see
+    :meth:`Backend.image_import`)."""
     if not Path(tarball).is_file():
         raise InvalidValue("TARBALL", str(tarball), "no such file")
     report = Report(skipped=list(targets.skipped))
@@ -110,7 +111,7 @@ def import_into(tarball: Path, name: str, targets: Targets,
         try:
             backend = load(bname)
             backend.require(Feature.IMAGE_IMPORT)
-            report.outcomes.append(Outcome(bname, image=backend.image_import(Path(tarball), name)))
+            report.outcomes.append(Outcome(bname, image=backend.image_import(Path(tarball), name, config=config)))
         except CmanError as err:
             report.outcomes.append(Outcome(bname, error=err))
     return report
@@ -125,32 +126,24 @@ def _scratch(what: str) -> Path:
 def copy(image: str, source: str, targets: Targets, *, name: str | None = None,
          load: Callable[[str], Backend] = backends.load) -> Report:
     """Export ``image``'s root filesystem from ``source`` and import it into each target as
-    ``name`` (default: the same name). The source's image config (command, environment,
-    working directory, user) is not carried: engines' imports take a rootfs only, so each
-    target gives the image its own defaults, and :attr:`Report.not_kept` lists what was lost."""
+    ``name`` (default: the same name), with the source image's config (Entrypoint, Cmd, Env,
+    WorkingDir, User: ``image inspect``'s ``extra["config"]``), which every engine holds.
+    An image without one (an LXD or LXC import) gets each target's import defaults."""
     backends.checked(source, "--from")
     if source in targets.names:
         raise UsageError(f"--to names the source engine {source}", hint="an image is copied to other engines")
     src = load(source)
     src.require(Feature.IMAGE_EXPORT)
     info = src.image_inspect(image)  # ImageNotFound before anything is written
+    from .oci import imageconfig
+
+    config = imageconfig.of_image(info)
     work = _scratch("copy")
     try:
         tarball = src.image_export(image, work / "rootfs.tar")
-        report = import_into(tarball, name or image, targets, load)
+        return import_into(tarball, name or image, targets, load, config=config)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report.not_kept = _config_not_kept(info)
-    return report
-
-
-def _config_not_kept(info: Image) -> list[str]:
-    """The source image's config entries (``image inspect``'s ``extra["config"]``) that a
-    rootfs import does not carry."""
-    config = info.extra.get("config") if isinstance(info.extra, dict) else None
-    if not isinstance(config, dict):
-        return []
-    return [f"{key}={config[key]!r}" for key in CONFIG_FIELDS if config.get(key)]
 
 
 def bootstrap_image(text: str, targets: Targets, *, name: str | None = None, no_cache: bool = False,
@@ -175,17 +168,73 @@ def prune(backend: Backend, *, every: bool = False) -> PruneResult:
     engine's ``image_remove`` without force, which refuses (InUse) an image a container uses:
     such an image is kept. An image the engine will not remove whole (Docker's image with
     several names) is kept too. The space freed is the engine's figure plus the sizes listed.
+
+    On an engine that pulls through this host's OCI layout (LXD, LXC), the layout is pruned
+    too (:func:`_prune_layout`), listed as ``oci-layout TAG`` with the bytes it freed.
     """
     base = backend.image_prune()
     removed, freed = list(base.removed), base.reclaimed_bytes or 0
-    if not every:
+    if every:
+        for image in backend.images():
+            ref = image.tags[0] if len(image.tags) == 1 else image.id
+            try:
+                backend.image_remove(ref)
+            except (Conflict, NotFound):
+                continue  # in use, several names, or gone meanwhile
+            removed.append(ref)
+            freed += image.size or 0
+    dropped, layout_freed = _prune_layout(backend)
+    if not every and not dropped and not layout_freed:
         return base
-    for image in backend.images():
-        ref = image.tags[0] if len(image.tags) == 1 else image.id
+    return PruneResult(removed=(*removed, *dropped), reclaimed_bytes=freed + layout_freed)
+
+
+def _prune_layout(backend: Backend) -> tuple[list[str], int]:
+    """Drop the layout's tags whose image is on no engine of this host (only tags whose every
+    pulling store was asked: an image in a store that is down, or in another LXC store, is
+    not known to be gone), and the blobs no tag reaches. Skipped while the layout is in use."""
+    if not backend.system_containers or not backend.locality().local:
+        return [], 0
+    from .oci import layout
+
+    if not (layout.layout_dir() / "index.json").is_file():
+        return [], 0
+    live, asked = _live_layout_tags(backend)
+    done = layout.housekeep(live, asked, backend.name)
+    return [f"oci-layout {key}" for key in done.dropped], done.freed
+
+
+def _live_layout_tags(pruned: Backend) -> tuple[set[str], set[str]]:
+    """The layout tags (:func:`cman.oci.layout.tag_key`) of every image name on the engines
+    that pull through the layout, and the stores asked (``Backend.layout_user``). An engine
+    that is down or fails is not asked: the tags it pulled are kept."""
+    from .oci import layout
+    from .oci.refs import parse
+
+    live: set[str] = set()
+    asked: set[str] = set()
+    for name in backends.names():
+        cls = backends.backend_class(name)
+        if not cls.system_containers:
+            continue
+        engine = pruned if name == pruned.name else None
         try:
-            backend.image_remove(ref)
-        except (Conflict, NotFound):
-            continue  # in use, several names, or gone meanwhile
-        removed.append(ref)
-        freed += image.size or 0
-    return PruneResult(removed=tuple(removed), reclaimed_bytes=freed)
+            if engine is None:
+                if not cls.probe().reachable:
+                    continue
+                engine = backends.load(name)
+            images, user = engine.images(), engine.layout_user()
+        except CmanError:
+            continue
+        finally:
+            if engine is not None and engine is not pruned:
+                engine.close()
+        if user is not None:
+            asked.add(user)
+        for image in images:
+            for tag in image.tags:
+                try:
+                    live.add(layout.tag_key(parse(tag)))
+                except CmanError:
+                    continue  # not a reference (an LXD alias with other rules): no tag of it
+    return live, asked

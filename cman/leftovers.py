@@ -14,6 +14,9 @@ every engine that answers, then adds what belongs to no engine:
 - **Temporary files** of :func:`cman._sys.files.atomic_write` (``.NAME.cman-PID.tmp``) in
   cman's own folders (:data:`HOST_FOLDERS`) whose process is gone. A PID that runs keeps
   its files, even when it was reused by another process: the safe side.
+- **OCI work folders** (``.tmp-PID-STARTTIME-RANDOM`` in the host's OCI layout folder,
+  :mod:`cman.oci.layout`: an image being unpacked for LXD or LXC) whose process is gone: the
+  start time tells a reused PID apart.
 
 Nothing a user made, and nothing a live cman works on, is touched. Each item is reported
 as WHERE (a backend, or ``host``), WHAT and WHY; with ``dry_run`` nothing is removed.
@@ -108,6 +111,7 @@ def prune(*, dry_run: bool = False, names: Sequence[str] | None = None) -> Prune
             backend.close()
     reported = {item.what for item in report.items}  # an engine may report its own temporaries first
     report.items += [t for t in stale_temporaries(host_folders(), dry_run=dry_run) if t.what not in reported]
+    report.items += stale_oci_workdirs(dry_run=dry_run)
     return report
 
 
@@ -209,4 +213,19 @@ def stale_temporaries(roots: Iterable[Path], *, dry_run: bool, depth: int = DEPT
                     except OSError as err:
                         why += f" (not removed: {err.strerror or err})"
                 out.append(Leftover(HOST, f"temporary {path}", why, removed))
+    return out
+
+
+def stale_oci_workdirs(*, dry_run: bool) -> list[Leftover]:
+    """Work folders of the OCI layout whose process is gone (:func:`cman.oci.layout.stale_workdirs`)."""
+    from .oci import layout
+
+    out: list[Leftover] = []
+    for path in layout.stale_workdirs():
+        pid = path.name.split("-")[1]
+        removed = False
+        if not dry_run:
+            layout.remove(path)
+            removed = not path.exists()
+        out.append(Leftover(HOST, f"folder {path}", f"an OCI unpack folder of process {pid}, which is gone", removed))
     return out

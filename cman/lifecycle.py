@@ -67,20 +67,22 @@ def ensure_image(backend: Backend, ref: str, on_progress: ProgressFn | None = No
 def follow_image_config(backend: Backend, spec: ContainerSpec, image: Image | None) -> ContainerSpec:
     """On a system container (LXD, LXC), the job follows the image's OCI config as Docker does
     (:func:`cman.oci.imageconfig.job`): Entrypoint + Cmd when no command is given, Env under
-    ``-e``, WorkingDir and User. Docker applies its images' configs itself."""
+    ``-e``, WorkingDir and User; and the container remembers WorkingDir and User
+    (:data:`~cman.oci.imageconfig.EXEC_LABEL`) for ``exec``. Docker applies its images'
+    configs itself."""
     if not backend.system_containers:
         return spec
     if image is None:
         image = backend.image_inspect(spec.image)
     from .oci import imageconfig
 
-    stored = image.extra.get("config")
-    if not isinstance(stored, dict):
+    config = imageconfig.of_image(image)
+    if config is None:
         return spec
-    ids = image.extra.get("config_ids")
-    config = imageconfig.from_extra({**stored, **(ids if isinstance(ids, dict) else {})})
     command, env = imageconfig.job(config, spec.command, spec.env)
-    new = dataclasses.replace(spec, command=command, env=env)
+    label = imageconfig.exec_label(config)
+    labels = {**spec.labels, imageconfig.EXEC_LABEL: label} if label else spec.labels
+    new = dataclasses.replace(spec, command=command, env=env, labels=labels)
     type(backend).validate_spec(new)
     return new
 
@@ -91,6 +93,8 @@ def check_spec(backend: Backend, spec: ContainerSpec) -> None:
     check_user_labels(spec.labels)
     if spec.name is not None:
         backend.validate_name(spec.name)
+    if spec.nesting:
+        backend.require(Feature.NESTING)
     type(backend).validate_spec(spec)
 
 
@@ -280,6 +284,29 @@ def create_network(backend: Backend, spec: NetworkSpec, *, others: Iterable[Netw
         resolved = resolve(spec, bridge=bridge, host=host, others=[*peers, *others])
         type(backend).validate_network_spec(resolved)
         return backend.network_create(resolved), True
+
+
+def ensure_network(backend: Backend, name: str, *, icc: bool | None,
+                   others: Iterable[Network] = ()) -> tuple[Network, bool]:
+    """A profile's network: used when it exists (with the profile's ``icc``, when it sets one),
+    else created with that ``icc`` (default on) and cman's choice of subnet: (network, created).
+    A user's ``--network`` is never created: only a profile says what the network should be."""
+    backend.require(Feature.NETWORKS)
+    existing = find(backend, name)
+    if existing is not None:
+        if icc is not None and existing.icc != icc:
+            raise NetworkSpecConflict(name, backend.name, spec_diff(existing, NetworkSpec(name=name, icc=icc)))
+        return existing, False
+    # One profile names the same network on every engine; Docker's and LXC's default bridges
+    # (cm-NAME) would collide, so the second engine's bridge carries its name too.
+    bridge = type(backend).default_bridge_name(name)
+    if bridge in read_host().links:
+        bridge = type(backend).default_bridge_name(f"{name}-{backend.name}")
+    network, created = create_network(backend, NetworkSpec(name=name, bridge=bridge, icc=True if icc is None else icc),
+                                      others=others)
+    if icc is not None and network.icc != icc:  # made meanwhile by someone else, another way
+        raise NetworkSpecConflict(name, backend.name, spec_diff(network, NetworkSpec(name=name, icc=icc)))
+    return network, created
 
 
 def remove_network(backend: Backend, name: str, *, force: bool = False) -> None:

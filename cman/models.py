@@ -147,6 +147,12 @@ class ContainerSpec(_Jsonable):
     privileged: bool = False
     """Run without the user-namespace/AppArmor/capability confinement the engine applies by
     default (``--privileged``). Only when asked; cman says so on stderr."""
+    nesting: bool = False
+    """Containers may run inside this one (Docker in LXD/LXC): each engine's form, written by the
+    backend itself (``Feature.NESTING``); the container stays unprivileged unless ``privileged``."""
+    extras: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Raw engine keys by backend name (``{"lxd": {"limits.processes": "500"}}``), from profiles; a
+    backend applies its own section only, and only keys of :mod:`cman.profiles.allow`."""
 
 
 @dataclass(frozen=True)

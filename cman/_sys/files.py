@@ -106,8 +106,9 @@ def update_json(path: Path, lock: Path, **changes: Any) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def locked(path: Path, *, timeout: float = LOCK_TIMEOUT, poll: float = 0.02) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created when missing) for the ``with`` block."""
+def locked(path: Path, *, timeout: float = LOCK_TIMEOUT, poll: float = 0.02, shared: bool = False) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created when missing) for the ``with`` block;
+    with ``shared``, a shared one (many holders, none exclusive). ``timeout=0``: one try."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -115,7 +116,7 @@ def locked(path: Path, *, timeout: float = LOCK_TIMEOUT, poll: float = 0.02) -> 
         deadline = time.monotonic() + timeout
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:

@@ -43,6 +43,30 @@ def backend_class(name: str) -> type[Backend]:
     return cls
 
 
+def check_image(ref: str, name: str | None = None) -> None:
+    """Refuse (InvalidName, exit 2) an image reference before any engine is probed: with a
+    backend ``name``, by that engine's rules (:meth:`Backend.validate_image_ref`); without
+    one, only what no engine could take. The common case, a valid OCI reference, imports no
+    engine package."""
+    if name is not None:
+        backend_class(name).validate_image_ref(ref)
+        return
+    from ..oci.refs import parse
+
+    try:
+        parse(ref)
+        return
+    except UsageError as err:
+        first = err
+    for other in REGISTRY:
+        try:
+            backend_class(other).validate_image_ref(ref)
+            return
+        except UsageError:
+            continue
+    raise first
+
+
 def load(name: str) -> Backend:
     """Instantiate a backend (connects lazily or raises EngineUnavailable)."""
     return backend_class(name)()

@@ -32,6 +32,7 @@ from ..models import (
     EngineStatus,
     ExecResult,
     Image,
+    ImageConfig,
     ImageLayer,
     LogChunk,
     PruneResult,
@@ -67,6 +68,8 @@ class Feature(StrEnum):
     CPU_STATS = "cpu-stats"
     """CPU accounting from the cgroup files of this host."""
     REMOTE = "remote"
+    NESTING = "nesting"
+    """Containers inside a container (``ContainerSpec.nesting``: Docker in LXD or LXC)."""
 
 
 LOCAL_ONLY = frozenset({Feature.NO_ICC, Feature.NETWORK_DNS, Feature.CPU_STATS})
@@ -83,6 +86,19 @@ class Locality:
     endpoint: str
     why: str | None = None
     """For a remote engine, what says so (``DOCKER_HOST=ssh://...``)."""
+
+
+@dataclass(frozen=True)
+class ImageServer:
+    """An image server an engine pulls from besides OCI registries (LXD's simplestreams
+    remotes), as configured for it: what ``cman search`` lists."""
+
+    name: str
+    """The remote's name: ``NAME:ALIAS`` pulls from it."""
+    url: str
+    protocol: str = "simplestreams"
+    certificate: str | None = None
+    """A pinned certificate (PEM) to verify the server with, instead of the system's CAs."""
 
 
 def loopback_url(url: str) -> bool:
@@ -119,6 +135,18 @@ class Backend(abc.ABC):
         Example: LXD turns environment values into LXC config lines, so it refuses newlines
         in them; Docker passes them through its API and accepts them.
         """
+
+    @classmethod  # noqa: B027 - optional hook
+    def validate_image_ref(cls, ref: str) -> None:
+        """Raise InvalidName unless ``ref`` could name an image on this engine: the OCI grammar
+        where the engine reads a registry reference, and the engine's own forms. Pure (no
+        engine call, no instance), so a bad reference is exit 2 before the engine is probed.
+        Default: no rule."""
+
+    @classmethod
+    def image_servers(cls) -> list[ImageServer]:
+        """The non-registry image servers configured for this engine (no engine call). Default: none."""
+        return []
 
     @classmethod
     def reachable(cls) -> bool:
@@ -189,8 +217,21 @@ class Backend(abc.ABC):
         """Remove images that no container uses and that have no name."""
 
     @abc.abstractmethod
-    def image_import(self, tarball: Path, name: str) -> Image:
-        """Make an image from a rootfs tarball (the offline path)."""
+    def image_import(self, tarball: Path, name: str, *, config: ImageConfig | None = None) -> Image:
+        """Make an image from a rootfs tarball (the offline path).
+
+        ``config`` (``image copy``: the source image's) becomes the image's own, so runs and
+        ``image inspect`` follow it as they follow a pulled image's: Docker's image config;
+        on LXD and LXC the stored OCI config, User resolved through the tarball's
+        /etc/passwd and /etc/group unless ``config`` has the ids. Without it, each engine's
+        defaults for an import (Docker: ``CMD ["/bin/sh"]``).
+        """
+
+    def layout_user(self) -> str | None:
+        """Who this engine's pulls are in the host's OCI layout (:mod:`cman.oci.layout`): one
+        string per image store (``lxc:STORE``, ``lxd:ENDPOINT``), so ``image prune`` drops a
+        layout tag only when it asked every store that pulled it. None: no pulls through it."""
+        return None
 
     def image_export(self, ref: str, dest: Path) -> Path:
         """Write the image's root filesystem to ``dest`` as a plain rootfs tarball (members

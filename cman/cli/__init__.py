@@ -25,6 +25,9 @@ COMMANDS = {
     **dict.fromkeys(("stats", "top"), "stats"),
     "monitor": "monitor",
     "system": "system",
+    "search": "search",
+    "profile": "profile",
+    "provision": "provision",
 }
 """Top-level command -> the module that defines it. Only that module is loaded and
 turned into click commands for a run (~60 ms saved on every call); --help and

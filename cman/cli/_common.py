@@ -35,6 +35,11 @@ class Session:
             self._loaded[chosen] = backends.load(chosen)
         return self._loaded[chosen]
 
+    def check_image(self, ref: str) -> None:
+        """Refuse a bad image reference (exit 2) before any engine is probed: by the chosen
+        backend's rules when --backend / $CMAN_BACKEND names one, else only what no engine takes."""
+        backends.check_image(ref, self.explicit_backend())
+
     def explicit_backend(self) -> str | None:
         return backends.explicit_name(self.backend_option)
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import CmanError, ExitCode, Interrupted
-from ..models import Container, ContainerSpec
+from ..models import NO_NETWORK, Container, ContainerSpec
 from ..validate import parse_cpus, parse_env, parse_labels, parse_size
 from ._common import only_command as _only
 from ._common import print_json, print_table, say_error, session, terminal_stdio, warn
 from .images import pull_progress_printer
+
+if TYPE_CHECKING:
+    from ..backends.base import Backend
+    from ..profiles import Profile
 
 # Options after IMAGE belong to the container's command, as with `docker run`.
 PASSTHROUGH = {"allow_interspersed_args": False}
@@ -25,6 +29,8 @@ DnsSearchOpt = Annotated[
     list[str] | None, typer.Option("--dns-search", help="DNS search domain (repeatable; default: the network's).")
 ]
 Names = Annotated[list[str], typer.Argument(help="NAME or BACKEND:NAME.", show_default=False)]
+ProfileOpt = Annotated[list[str] | None, typer.Option(
+    "--profile", help="Settings from this profile (repeatable: later ones win; flags win over all; see `cman profile ls`).")]
 PrivilegedOpt = Annotated[bool, typer.Option(
     "--privileged", help="Run without the engine's confinement (user namespace, AppArmor, capabilities); cman says so on stderr.")]
 
@@ -65,7 +71,10 @@ def _spec(
     dns: list[str] | None = None,
     dns_search: list[str] | None = None,
     privileged: bool = False,
+    profile: Profile | None = None,
 ) -> ContainerSpec:
+    """The spec from the merged profiles, then the flags over them (README "Profiles": flags win;
+    ``-e``/``--label`` merge by key, ``--dns``/``--dns-search``/``--network`` replace)."""
     if network is not None or ip is not None or dns or dns_search:
         from ..errors import InvalidValue
         from ..network import check_dns_servers, check_network_name, check_search_domains, parse_host_address
@@ -73,27 +82,61 @@ def _spec(
         if network is not None:
             check_network_name(network)
         if ip is not None:
-            if network is None:
-                raise InvalidValue("--ip", ip, "needs --network")
+            if network is None and (profile is None or profile.network is None):
+                raise InvalidValue("--ip", ip, "needs --network (or a profile's network)")
             ip = str(parse_host_address(ip, None, "--ip"))
         dns = list(check_dns_servers(dns or ()))
         dns_search = list(check_search_domains(dns_search or ()))
+    p = profile
     return ContainerSpec(
         image=image,
         name=name,
         command=tuple(command or ()),
-        env=parse_env(env or []),
-        labels=parse_labels(label or []),
+        env={**(p.env if p else {}), **parse_env(env or [])},
+        labels={**(p.labels if p else {}), **parse_labels(label or [])},
         tty=tty,
         interactive=interactive,
-        cpus=parse_cpus(cpus) if cpus is not None else None,
-        memory=parse_size(memory) if memory is not None else None,
-        network=network,
+        cpus=parse_cpus(cpus) if cpus is not None else (p.cpus if p else None),
+        memory=parse_size(memory) if memory is not None else (p.memory if p else None),
+        network=network if network is not None else (p.network if p else None),
         ip=ip,
-        dns=tuple(dns or ()),
-        dns_search=tuple(dns_search or ()),
-        privileged=privileged,
+        dns=tuple(dns) if dns else tuple((p.dns if p else None) or ()),
+        dns_search=tuple(dns_search) if dns_search else tuple((p.dns_search if p else None) or ()),
+        privileged=privileged or bool(p and p.privileged),
+        nesting=bool(p and p.nesting),
+        extras=dict(p.engines) if p else {},
     )
+
+
+def _profile(names: list[str] | None) -> Profile | None:
+    """``--profile A --profile B`` loaded and merged (None without any)."""
+    if not names:
+        return None
+    from .. import profiles
+
+    return profiles.load_many(names)
+
+
+def _prepare(ctx: typer.Context, spec: ContainerSpec, profile: Profile | None, network_flag: str | None) -> Backend:
+    """Everything between a spec and ``lifecycle.run``/``create``: the backend, the checks that need
+    no engine call, the privileged notice, and a profile's network made when missing."""
+    from .. import lifecycle
+
+    s = session(ctx)
+    s.check_image(spec.image)
+    backend = s.backend()
+    lifecycle.check_spec(backend, spec)
+    if spec.privileged:
+        _say_privileged(backend.name)
+    if profile is not None and network_flag is None and profile.network not in (None, NO_NETWORK):
+        from .network import _others
+
+        assert profile.network is not None
+        net, created = lifecycle.ensure_network(backend, profile.network, icc=profile.icc,
+                                                others=_others(s, backend))
+        if created:
+            warn(f"created network {net.ref} (icc {'on' if net.icc else 'off'}) for profile {profile.name}")
+    return backend
 
 
 def _print_containers(items: list[Container], as_json: bool) -> None:
@@ -128,18 +171,16 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         dns: DnsOpt = None,
         dns_search: DnsSearchOpt = None,
         privileged: PrivilegedOpt = False,
+        profile: ProfileOpt = None,
     ) -> None:
         """Create and start a container; the command's exit code becomes cman's."""
         from .. import lifecycle
 
-        s = session(ctx)
         try:
+            merged = _profile(profile)
             spec = _spec(image, command, name, env, label, cpus, memory, interactive, tty,
-                         network, ip, dns, dns_search, privileged)
-            backend = s.backend()
-            lifecycle.check_spec(backend, spec)
-            if privileged:
-                _say_privileged(backend.name)
+                         network, ip, dns, dns_search, privileged, merged)
+            backend = _prepare(ctx, spec, merged, network)
             outcome = lifecycle.run(
                 backend,
                 spec,
@@ -177,17 +218,15 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         dns: DnsOpt = None,
         dns_search: DnsSearchOpt = None,
         privileged: PrivilegedOpt = False,
+        profile: ProfileOpt = None,
     ) -> None:
         """Create a container without starting it; print its ID."""
         from .. import lifecycle
 
-        s = session(ctx)
+        merged = _profile(profile)
         spec = _spec(image, command, name, env, label, cpus, memory, interactive, tty, network, ip, dns, dns_search,
-                     privileged)
-        backend = s.backend()
-        lifecycle.check_spec(backend, spec)
-        if privileged:
-            _say_privileged(backend.name)
+                     privileged, merged)
+        backend = _prepare(ctx, spec, merged, network)
         sys.stdout.write(lifecycle.create(backend, spec, on_progress=pull_progress_printer()).id + "\n")
 
     @command("ps")

@@ -142,6 +142,7 @@ def register(app: typer.Typer, only: str | None = None) -> None:
     @command("pull")
     def pull(ctx: typer.Context, image: Annotated[str, typer.Argument(help="Image reference.")]) -> None:
         """Fetch an image, with a progress bar per layer on a terminal."""
+        session(ctx).check_image(image)
         backend = session(ctx).backend()
         printer = pull_progress_printer()
         for event in backend.pull(image):

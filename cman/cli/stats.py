@@ -71,7 +71,10 @@ def select_from_monitor(
 
     It cannot when it did not ask a backend that direct sampling would ask (the
     chosen one, or every reachable one: ``needed``), does not know a named
-    container, or has only a first (rate-less) sample for one of them.
+    container, or has only a first (rate-less) sample for one of them. A listing
+    keeps a container the monitor has seen once with its rate unknown (``--``, as
+    a listing shows a container that has just started): on a busy host some
+    container is always that new, and the listing would never come from the monitor.
     """
     if not set(needed) | ({explicit} if explicit else set()) <= set(state.backends):
         return None
@@ -89,10 +92,10 @@ def select_from_monitor(
             if hits[0] not in chosen:
                 chosen.append(hits[0])
         rows = chosen
+        if any(r["status"] == "first" for r in rows):
+            return None
     elif not all_:
         rows = [r for r in rows if r.get("managed") and r["state"] in ("running", "paused", "restarting")]
-    if any(r["status"] == "first" for r in rows):
-        return None
     return rows
 
 

@@ -5,7 +5,8 @@ resolved through the unpacked rootfs's /etc/passwd and /etc/group, read without 
 a symlink out of the rootfs. On system containers (LXD, LXC) the job runner follows it the
 way Incus and lxc-oci do: Entrypoint + Cmd is the command when ``run`` gives none,
 Env the environment (``-e`` wins), and WorkingDir and User apply to the job through
-:data:`JOB_PREFIX`, a constant sh script that takes them as positional arguments.
+:data:`JOB_PREFIX`, a constant sh script that takes them as positional arguments; ``exec``
+follows WorkingDir and User the same way (:data:`EXEC_LABEL`), as ``docker exec`` does.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from .._sys import files as _files
 from ..errors import InvalidValue
-from ..models import ImageConfig
+from ..models import Image, ImageConfig
 
 JOB_PREFIX = (
     'd=$1 u=$2 g=$3 n=$4; shift 4; '
@@ -177,13 +178,92 @@ def job(config: ImageConfig | None, command: Sequence[str], env: Mapping[str, st
     merged.update(env)
     if not argv:
         return (), merged
-    uid = config.uid or 0
-    gid = config.gid or 0
-    if config.workdir or uid or gid:
-        user = str(uid) if (uid or gid) else ""
-        argv = ("/bin/sh", "-c", JOB_PREFIX, JOB_PREFIX_ARGV0, config.workdir, user, str(gid), user_name(config),
-                *argv)
-    return argv, merged
+    return _as_user(config.workdir, config.uid or 0, config.gid or 0, user_name(config), argv), merged
+
+
+def _as_user(workdir: str, uid: int, gid: int, name: str, argv: Sequence[str]) -> tuple[str, ...]:
+    """``argv`` run in ``workdir`` as ``uid``/``gid`` through :data:`JOB_PREFIX`; unchanged when
+    neither is set (root in the container's own cwd)."""
+    if not (workdir or uid or gid):
+        return tuple(argv)
+    user = str(uid) if (uid or gid) else ""
+    return ("/bin/sh", "-c", JOB_PREFIX, JOB_PREFIX_ARGV0, workdir, user, str(gid), name, *argv)
+
+
+EXEC_LABEL = "cman.exec"
+"""A system container's label (LXD: ``user.cman.label.cman.exec``; LXC: its metadata), set at
+create when its image has a WorkingDir or User: what ``exec`` follows, as ``docker exec``
+follows the container's config. cman's own namespace, so no user label can set it."""
+
+
+def exec_label(config: ImageConfig | None) -> str | None:
+    """The :data:`EXEC_LABEL` value for a container of an image with ``config`` (User
+    resolved), or None when exec needs nothing (no WorkingDir, root)."""
+    if config is None or not (config.workdir or config.uid or config.gid):
+        return None
+    return json.dumps({"workdir": config.workdir, "uid": config.uid or 0, "gid": config.gid or 0,
+                       "user": user_name(config)}, sort_keys=True, separators=(",", ":"))
+
+
+def exec_argv(label: str | None, command: Sequence[str]) -> tuple[str, ...]:
+    """``command`` as ``exec`` runs it in a container whose :data:`EXEC_LABEL` is ``label``:
+    in the image's WorkingDir as its User. A label that is not cman's shape is ignored
+    (the command runs as root, as it did before the label existed)."""
+    try:
+        data = json.loads(label) if label else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not command:
+        return tuple(command)
+    workdir, uid, gid, name = data.get("workdir"), data.get("uid"), data.get("gid"), data.get("user")
+    if not (isinstance(workdir, str) and isinstance(name, str) and type(uid) is int and type(gid) is int
+            and 0 <= uid <= 0xFFFFFFFE and 0 <= gid <= 0xFFFFFFFE and "\0" not in workdir + name):
+        return tuple(command)
+    return _as_user(workdir, uid, gid, name, command)
+
+
+def of_image(image: Image) -> ImageConfig | None:
+    """The config an engine's image carries (``extra["config"]`` and ``config_ids``), or None."""
+    stored_config = image.extra.get("config")
+    if not isinstance(stored_config, dict):
+        return None
+    ids = image.extra.get("config_ids")
+    return from_extra({**stored_config, **(ids if isinstance(ids, dict) else {})})
+
+
+TARBALL_READ_LIMIT = 1 << 20
+"""/etc/passwd and /etc/group larger than this are not read (no image has such files)."""
+
+
+def resolve_in_tarball(config: ImageConfig, tarball: Path) -> ImageConfig:
+    """``config`` with User resolved through the passwd and group files of a rootfs tarball
+    (plain, or LXD's unified ``rootfs/``); kept as it is when already resolved. Only regular
+    members are read: a symlinked /etc/passwd gives nothing, as :func:`resolve` does."""
+    import dataclasses
+    import tarfile
+
+    if config.uid is not None and config.gid is not None:
+        return config
+    found: dict[str, bytes] = {}
+    wanted = {"etc/passwd", "etc/group", "rootfs/etc/passwd", "rootfs/etc/group"}
+    try:
+        with tarfile.open(tarball, "r|*") as tar:
+            for member in tar:
+                name = member.name
+                while name.startswith("./"):
+                    name = name[2:]
+                name = name.lstrip("/")
+                if name in wanted and member.isfile() and member.size <= TARBALL_READ_LIMIT:
+                    fh = tar.extractfile(member)
+                    found[name] = fh.read() if fh is not None else b""
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise InvalidValue("TARBALL", str(tarball), f"cannot read the archive: {err}") from None
+
+    def text(rel: str) -> str:
+        return (found.get(rel) or found.get(f"rootfs/{rel}") or b"").decode("utf-8", "replace")
+
+    uid, gid = resolve_user(config.user, text("etc/passwd"), text("etc/group"))
+    return dataclasses.replace(config, uid=uid, gid=gid)
 
 
 def read_layout_config(layout: Path, manifest_digest: str) -> ImageConfig:

@@ -7,7 +7,13 @@ ones. Which layers a pull fetched is told by the layout's blobs before and after
 kept under a tag key derived from its canonical reference, so the key is always a valid
 OCI ref name. Writes to the layout hold its flock (``.lock``); work folders are named
 ``.tmp-PID-STARTTIME-RANDOM`` (:func:`cman._sys.proc.mark`) so ``system prune`` removes
-those of a dead process only.
+those of a dead process only (:func:`stale_workdirs`).
+
+A pull holds ``.pulls.lock`` shared from its copy until the engine stored the image
+(:func:`in_use`), because its tag is in the layout before the image is on an engine.
+:func:`housekeep` (``image prune`` on LXD and LXC) drops the tags of images that no engine
+has any more and garbage-collects the blobs no tag reaches (``umoci gc``), only when it gets
+both locks at once: while any pull runs, or anything writes, it does nothing.
 
 skopeo reaches a plain-HTTP registry with ``--src-tls-verify=false`` (loopback always,
 others when declared insecure in :mod:`cman.config`) and takes the user's credentials
@@ -22,14 +28,14 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._sys import files as _files
 from .._sys import proc as _proc
 from ..config import Config, auth_file
-from ..errors import CmanError, ImageNotFound, SourceUnreachable
+from ..errors import CmanError, EngineTimeout, ImageNotFound, SourceUnreachable
 from ..models import ImageConfig, PullProgress
 from .imageconfig import read_layout_config
 from .refs import DEFAULT_REGISTRY, Reference
@@ -37,6 +43,10 @@ from .refs import DEFAULT_REGISTRY, Reference
 ENV_DIR = "CMAN_OCI_DIR"
 DEFAULT_DIR = Path("/var/lib/cman/oci")
 COPY_TIMEOUT = 1800.0
+LOCK = ".lock"
+PULLS_LOCK = ".pulls.lock"
+USERS = "cman-users.json"
+"""Tag -> the image stores that pulled it (``Backend.layout_user``); written under the lock."""
 WORK_RE = re.compile(r"\.tmp-([0-9]+)-([0-9]+)-[0-9a-f]+")
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 INIT_SCRIPT = b"""#!/bin/sh
@@ -107,9 +117,10 @@ def _layers(layout: Path, manifest: str) -> tuple[str, ...]:
     return tuple(str(d.get("digest")) for d in data.get("layers") or [] if isinstance(d, dict))
 
 
-def fetch(ref: Reference, config: Config, backend: str) -> Generator[PullProgress, None, Fetched]:
+def fetch(ref: Reference, config: Config, backend: str, user: str | None = None) -> Generator[PullProgress, None, Fetched]:
     """Copy ``ref`` into the layout (from a mirror first, for docker.io); yields progress per
-    layer and returns what was fetched."""
+    layer and returns what was fetched. ``user`` (the engine's image store) is recorded as a
+    user of the tag (:data:`USERS`)."""
     layout = layout_dir()
     layout.mkdir(parents=True, exist_ok=True)
     key = tag_key(ref)
@@ -122,10 +133,12 @@ def fetch(ref: Reference, config: Config, backend: str) -> Generator[PullProgres
         if authfile is not None:
             argv += ["--src-authfile", str(authfile)]
         argv += [f"docker://{src.remote}", f"oci:{layout}:{key}"]
-        with _files.locked(layout / ".lock"):
+        with _files.locked(layout / LOCK):
             before = _blobs(layout)
             done = _proc.run(argv, timeout=COPY_TIMEOUT, check=False, backend=backend)
             manifest = manifest_of(layout, key) if done.returncode == 0 else None
+            if manifest is not None and user is not None:
+                _add_user(layout, key, user)
         if done.returncode != 0 or manifest is None:
             errors.append(_copy_error(ref, src, backend, done.stderr))
             continue
@@ -167,7 +180,7 @@ def unpack(fetched: Fetched, work: Path, backend: str) -> Path:
     if os.geteuid() != 0:
         argv.append("--rootless")
     argv += ["--image", f"{layout_dir()}:{fetched.key}", str(bundle)]
-    with _files.locked(layout_dir() / ".lock"):
+    with _files.locked(layout_dir() / LOCK):
         _proc.run(argv, timeout=COPY_TIMEOUT, backend=backend)
     rootfs = bundle / "rootfs"
     add_init(rootfs)
@@ -206,3 +219,71 @@ def stale_workdirs() -> list[Path]:
 
 def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def in_use() -> Iterator[None]:
+    """Held by a pull from the copy until its image is stored on the engine: :func:`housekeep`
+    never drops a tag meanwhile."""
+    with _files.locked(layout_dir() / PULLS_LOCK, shared=True):
+        yield
+
+
+@dataclass(frozen=True)
+class Housekeeping:
+    dropped: tuple[str, ...] = ()
+    """Tag keys removed (:func:`tag_key`)."""
+    freed: int = 0
+    """Bytes of blobs removed."""
+    busy: bool = False
+    """Another process held the layout: nothing was done."""
+
+
+def tags(layout: Path) -> dict[str, str]:
+    """Tag -> manifest digest, as index.json lists them."""
+    data = _files.read_json(layout / "index.json") or {}
+    out = {}
+    for desc in data.get("manifests") or []:
+        if isinstance(desc, dict):
+            name = (desc.get("annotations") or {}).get(REF_ANNOTATION)
+            if isinstance(name, str) and isinstance(desc.get("digest"), str):
+                out[name] = desc["digest"]
+    return out
+
+
+def _blob_bytes(layout: Path) -> int:
+    total = 0
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(layout / "blobs" / "sha256"):
+            with contextlib.suppress(OSError):
+                total += entry.stat(follow_symlinks=False).st_size
+    return total
+
+
+def _add_user(layout: Path, key: str, user: str) -> None:
+    users = _files.read_json(layout / USERS) or {}
+    users[key] = sorted({*users.get(key, []), user})
+    _files.write_json(layout / USERS, users)
+
+
+def housekeep(live: set[str], asked: set[str], backend: str) -> Housekeeping:
+    """Drop cman's tags (``cman-...``) not in ``live`` whose every user (:data:`USERS`) is in
+    ``asked`` (a tag of a store that was not asked, or of no known store, is kept), then
+    remove the blobs no tag reaches. Does nothing when another process holds either lock."""
+    layout = layout_dir()
+    if not (layout / "index.json").is_file():
+        return Housekeeping()
+    try:
+        with _files.locked(layout / PULLS_LOCK, timeout=0), _files.locked(layout / LOCK, timeout=0):
+            before = _blob_bytes(layout)
+            users = _files.read_json(layout / USERS) or {}
+            dropped = tuple(k for k in sorted(tags(layout)) if k.startswith("cman-") and k not in live
+                            and users.get(k) and set(users[k]) <= asked)
+            for key in dropped:
+                _proc.run(["umoci", "rm", "--image", f"{layout}:{key}"], timeout=COPY_TIMEOUT, backend=backend)
+            if dropped:
+                _files.write_json(layout / USERS, {k: v for k, v in users.items() if k not in dropped})
+            _proc.run(["umoci", "gc", "--layout", str(layout)], timeout=COPY_TIMEOUT, backend=backend)
+            return Housekeeping(dropped, max(0, before - _blob_bytes(layout)))
+    except EngineTimeout:
+        return Housekeeping(busy=True)

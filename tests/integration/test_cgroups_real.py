@@ -178,7 +178,7 @@ def pct(s: CpuSample, attr: Callable[[CpuSample], float | None]) -> float:
     return value
 
 
-def test_busy_loop_reads_one_full_cpu_on_v1_and_v2(lab: Lab) -> None:
+def test_busy_loop_reads_what_the_task_ran_on_v1_and_v2(lab: Lab) -> None:
     child = lab.start(BUSY, nice=-10)
     schedstat = Path(f"/proc/{child.pid}/schedstat")
     run_before = int(schedstat.read_text().split()[0])
@@ -195,8 +195,9 @@ def test_busy_loop_reads_one_full_cpu_on_v1_and_v2(lab: Lab) -> None:
     detail = f"v1={v1_cpu:.1f}% v2={v2_cpu:.1f}% task={task_pct:.1f}% over {v2.interval_ns} ns"
     assert v1_cpu == pytest.approx(task_pct, rel=0.05), detail
     assert v2_cpu == pytest.approx(task_pct, rel=0.05), detail
-    assert abs(v1_cpu - 100) <= 5, detail
-    assert abs(v2_cpu - 100) <= 5, detail
+    # The loop's share of a CPU is the scheduler's business (CI runs the soak beside this test,
+    # on two cores); what cman reports must be what the task really ran, on v1 and v2 alike.
+    assert task_pct > 20, f"the busy loop hardly ran, nothing to compare: {detail}"
     assert abs(v1_cpu - v2_cpu) <= 5, detail
     # host_percent divides by the online CPUs.
     assert v1.online_cpus is not None and v1.online_cpus >= 1

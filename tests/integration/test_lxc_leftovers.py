@@ -97,6 +97,7 @@ def test_a_run_killed_between_boot_and_job_is_a_leftover(lx: Lxc, made: list[str
     made.append(busy)
     lx.backend.create(ContainerSpec(image=lx.image, name=busy, command=("sleep", "300"), labels={RUN_LABEL: DEAD}))
     lx.backend.start(busy)  # a job that began: the user's container now
+    assert not json.loads((lx.lxcpath / busy / "cman.state.json").read_text()).get("job_pending")
     assert len(lx.backend.prune_leftovers()) == 1
     wait_for(lambda: not (lx.lxcpath / name).exists(), timeout=30)
     assert lx.backend.inspect(busy).state.value == "running"

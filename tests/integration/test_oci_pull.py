@@ -6,6 +6,9 @@ follow the image's config; Docker pulls itself. Nothing here reaches beyond loop
 from __future__ import annotations
 
 import contextlib
+import json
+import shutil
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,16 +126,59 @@ def test_sibling_fetches_only_the_new_layer(backend: str, layout: dict[str, str]
     assert run.stdout.splitlines()[-1] == "args=/bin/cat /srv/app/extra.txt"  # Entrypoint kept
 
 
-@pytest.mark.parametrize("backend", ["lxc", "lxd"])
-def test_short_name_through_a_mirror(backend: str, layout: dict[str, str], pulled: list[tuple[str, str]]) -> None:
-    """Docker's short names go to its daemon's registry-mirrors (not configured here: Docker
-    would reach docker.io, which tests never do)."""
-    _require(backend)
-    pulled.append((backend, "docker.io/library/cmantestbox:latest"))
+@pytest.fixture
+def short_name() -> Iterator[str]:
+    """``library/PREFIX-box:latest`` in the local registry (a copy of setup's cmantestbox):
+    a Docker Hub short name that only the mirror has. Removed afterwards from the registry
+    and from every engine."""
+    name = f"{PREFIX}-box"
+    if shutil.which("skopeo") is None:
+        unavailable("skopeo is not installed: run scripts/setup-engines.sh")
+    dest = f"docker://{REGISTRY}/library/{name}:latest"
+    try:
+        got = subprocess.run(["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false",
+                              "--dest-tls-verify=false", f"docker://{REGISTRY}/library/cmantestbox:latest", dest],
+                             capture_output=True, text=True, timeout=120)
+        if got.returncode != 0:
+            unavailable(f"cannot push a test image to {REGISTRY}: {got.stderr.strip()}")
+        yield name
+    finally:
+        for backend, image in (("docker", f"{name}:latest"), ("docker", f"{REGISTRY}/library/{name}:latest"),
+                               ("lxd", f"docker.io/library/{name}:latest"), ("lxc", f"docker.io/library/{name}:latest")):
+            with contextlib.suppress(Exception):
+                cli("image", "rm", "--force", image, backend=backend, timeout=120)
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(["skopeo", "--insecure-policy", "delete", "--tls-verify=false", dest],
+                           capture_output=True, timeout=120)
+
+
+def test_short_name_through_a_mirror_on_every_engine(layout: dict[str, str], short_name: str) -> None:
+    """With cman's mirror configured, a Docker Hub short name comes from the mirror on all three
+    engines, Docker included (cman pulls MIRROR/library/NAME and tags it NAME, whatever the
+    daemon's own registry-mirrors say), and runs the same."""
     env = {**layout, "CMAN_REGISTRY_MIRROR": f"http://{REGISTRY}"}
-    run = cli("run", "--rm", "cmantestbox", backend=backend, env=env, timeout=300)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines() == EXPECTED
+    outputs = {}
+    for backend in ENGINES:
+        _require(backend)
+        run = cli("run", "--rm", short_name, backend=backend, env=env, timeout=300)
+        assert run.returncode == 0, (backend, run.stderr)
+        outputs[backend] = run.stdout.splitlines()
+    assert outputs == {backend: EXPECTED for backend in ENGINES}
+    tags = cli("images", "--json", backend="docker")
+    names = [t for image in json.loads(tags.stdout) for t in image["tags"]]
+    assert f"{short_name}:latest" in names, names
+    assert f"{REGISTRY}/library/{short_name}:latest" not in names, names  # only docker.io's name is kept
+    again = cli("pull", short_name, backend="docker", env=env)
+    assert again.returncode == 0 and again.stdout == f"docker:{short_name}\n", again.stderr
+    assert f"from the registry mirror {REGISTRY}" in again.stderr, again.stderr
+
+
+def test_docker_short_name_missing_on_the_mirror(layout: dict[str, str]) -> None:
+    _require("docker")
+    env = {**layout, "CMAN_REGISTRY_MIRROR": f"http://{REGISTRY}"}
+    assert_clean_error(cli("pull", f"{PREFIX}-not-there", backend="docker", env=env), 3, f"{PREFIX}-not-there")
+    dead = cli("pull", f"{PREFIX}-not-there", backend="docker", env={**env, "CMAN_REGISTRY_MIRROR": "http://127.0.0.1:9"})
+    assert_clean_error(dead, 5, "127.0.0.1:9")
 
 
 @pytest.mark.parametrize("backend", ["lxc", "lxd"])

@@ -94,3 +94,24 @@ def test_prune_lists_then_removes_host_leftovers(rules: tuple[netfilter.Rule, ne
     again = cli("system", "prune", "--dry-run", "--json")
     assert again.returncode == 0, again.stderr
     assert not [i for i in json.loads(again.stdout) if PREFIX in i["what"]], "nothing of ours is left"
+
+
+def test_prune_removes_oci_work_folders_of_dead_processes(tmp_path: Path) -> None:
+    """The OCI layout's unpack folders (``.tmp-PID-STARTTIME-RANDOM``): one of a process that
+    is gone is listed, then removed; one of a live process (this one) is kept."""
+    from cman._sys.proc import mark
+
+    env = {"CMAN_OCI_DIR": str(tmp_path / "oci")}
+    dead = tmp_path / "oci" / f".tmp-{_dead_pid()}-12345-abcd"
+    live = tmp_path / "oci" / f".tmp-{mark().replace(':', '-')}-ef01"
+    for folder in (dead, live):
+        (folder / "bundle").mkdir(parents=True)
+    dry = cli("system", "prune", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert f"host: folder {dead}: an OCI unpack folder of process" in dry.stdout
+    assert str(live) not in dry.stdout and dead.exists()
+    done = cli("system", "prune", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    mine = [i for i in json.loads(done.stdout) if str(tmp_path) in i["what"]]
+    assert mine == [{"where": "host", "what": f"folder {dead}", "why": mine[0]["why"], "removed": True}]
+    assert not dead.exists() and live.exists()

@@ -14,6 +14,7 @@ from cman.models import (
     ContainerSpec,
     EngineStatus,
     Image,
+    ImageConfig,
     ImageLayer,
     LogChunk,
     PruneResult,
@@ -85,7 +86,7 @@ class FakeBackend(Backend):
     def image_prune(self) -> PruneResult:
         return PruneResult(())
 
-    def image_import(self, tarball: Path, name: str) -> Image:
+    def image_import(self, tarball: Path, name: str, *, config: ImageConfig | None = None) -> Image:
         return Image(self.name, name, (name,))
 
     def create(self, spec: ContainerSpec) -> Container:

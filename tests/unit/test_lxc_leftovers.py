@@ -87,6 +87,26 @@ def test_containers_of_a_killed_run_that_never_started(backend: LxcBackend, monk
     assert removed == ["killed"]
 
 
+def test_a_stopped_container_still_marked_job_pending_is_a_leftover(backend: LxcBackend,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed between the boot and the job's launch, then stopped (by anyone): the mark that
+    start() sets before the boot and clears after the launch is still there."""
+    removed: list[str] = []
+    monkeypatch.setattr(backend, "remove", lambda name, force=False: removed.append(name))
+    meta = {"managed": True, "labels": {RUN_LABEL: DEAD}, "command": ["sleep", "300"]}
+    pending = _dir(backend, "pending", config=True, meta=meta, started="2024-01-01T00:00:00+00:00")
+    state = pending / "cman.state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "job_pending": True}))
+    launched = _dir(backend, "launched", config=True, meta=meta, started="2024-01-01T00:00:00+00:00")
+    (launched / "cman.state.json").write_text(json.dumps({"started": "2024-01-01T00:00:00+00:00",
+                                                          "job_pending": None}))
+    monkeypatch.setattr(backend, "_info", lambda paths: ("STOPPED", None))
+    listed = backend.prune_leftovers(dry_run=True)
+    assert listed == ["container pending: booted by a run that was killed before the container's job began"]
+    backend.prune_leftovers()
+    assert removed == ["pending"], "a stopped container whose job was launched is the user's"
+
+
 def test_stale_leases_are_dropped(backend: LxcBackend) -> None:
     record = lxc_net.new_record(NetworkSpec("cmantest-n", subnet="10.203.9.0/24", gateway="10.203.9.1",
                                             bridge="cmtbr0"))

@@ -150,3 +150,10 @@ def test_monitor_cannot_answer_falls_back() -> None:
     assert select_from_monitor(st, [], False, None, ["docker", "lxd", "lxc"]) is None, "lxc is reachable now"
     assert select_from_monitor(st, ["web"], False, None, ["docker", "lxd"]) is not None
     assert select_from_monitor(st, ["web"], False, None) is not None
+
+
+def test_a_listing_keeps_a_container_seen_once_with_its_rate_unknown() -> None:
+    """Under churn some container is always new: the listing still comes from the monitor."""
+    st = state(row("web"), row("new", cpu=None, status="first"))
+    listed = select_from_monitor(st, [], False, None) or []
+    assert [(r["name"], r["cpu_percent"]) for r in listed] == [("web", 12.5), ("new", None)]

@@ -13,6 +13,7 @@ does it), go through a small stdlib client, because importing the SDK
 - :mod:`.refs`: what may go into an Engine API path (names, references, IDs).
 - :mod:`.convert`: Engine API records -> cman models.
 - :mod:`.containers`, :mod:`.images`, :mod:`.networks`: the verbs, one mixin each;
+  :mod:`.imports` and :mod:`.export`: an image from a tarball with its config, and back;
   :mod:`.leftovers`: what a killed cman left (``system prune``).
 - :mod:`.l2`: the nftables bridge rules that close layer 2 on no-ICC networks.
 """
@@ -22,14 +23,16 @@ from __future__ import annotations
 from ..base import Feature
 from .containers import DockerContainers
 from .export import DockerExport
-from .images import DockerImages
+from .imports import DockerImports
 from .leftovers import DockerLeftovers
 from .networks import DockerNetworks
 
 
-class DockerBackend(DockerContainers, DockerImages, DockerExport, DockerNetworks, DockerLeftovers):
+class DockerBackend(DockerContainers, DockerImports, DockerExport, DockerNetworks, DockerLeftovers):
     name = "docker"
-    capabilities = frozenset(Feature)
+    capabilities = frozenset(Feature) - {Feature.NESTING}
+    """No NESTING: a container that runs Docker inside needs ``--privileged`` on Docker, which
+    cman asks for only as ``--privileged`` (Docker-in-Docker), never as a side effect of nesting."""
 
 
 __all__ = ["DockerBackend"]

@@ -114,6 +114,8 @@ class DockerContainers(DockerConnection):
     def create(self, spec: ContainerSpec) -> Container:
         if spec.name is not None:
             self.validate_name(spec.name)
+        if spec.nesting:  # Docker-in-Docker needs --privileged, which is not what nesting promises
+            self.require(Feature.NESTING)
         host: dict[str, Any] = {}
         config: dict[str, Any] = {}
         labels = {**spec.labels, MANAGED_LABEL: "true"}

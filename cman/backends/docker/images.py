@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..._sys.retry import idempotent
-from ...errors import EngineError, ImageNotFound, InUse, SourceUnreachable
+from ...errors import CmanError, EngineError, ImageNotFound, InUse, SourceUnreachable
 from ...models import Image, ImageLayer, PruneResult, PullProgress
 from . import refs
 from .connection import DockerConnection, boundary, is_transient
 from .convert import container_name, image_from_raw, layer_from_raw
+
+if TYPE_CHECKING:
+    from ...oci.refs import Reference
 
 IMAGE_ID_RE = re.compile(r"sha256:[0-9a-f]{64}")
 """The last progress line of an import: ``{"status": "sha256:ID"}``, the image it made."""
@@ -62,8 +64,29 @@ class DockerImages(DockerConnection):
     def validate_image_name(ref: str) -> None:
         refs.check_image(ref)
 
+    @classmethod
+    def validate_image_ref(cls, ref: str) -> None:
+        """The daemon takes OCI references only (:mod:`cman.oci.refs`)."""
+        refs.check_image(ref)
+
     def pull(self, ref: str) -> Iterator[PullProgress]:
+        """The daemon pulls. A docker.io reference goes to cman's registry mirrors when
+        :mod:`cman.config` has some (see :meth:`_pull_mirrored`); otherwise the daemon decides,
+        with its own ``registry-mirrors``."""
         self.validate_image_name(ref)
+        from ... import config as _config
+        from ...oci import layout
+        from ...oci.refs import DEFAULT_REGISTRY, parse
+
+        parsed = parse(ref)
+        if parsed.registry == DEFAULT_REGISTRY:
+            config = _config.load()
+            if config.registry_mirrors:
+                yield from self._pull_mirrored(parsed, layout.sources(parsed, config))
+                return
+        yield from self._pull_translated(ref)
+
+    def _pull_translated(self, ref: str) -> Iterator[PullProgress]:
         repo, tag = repo_and_tag(ref)
         try:
             yield from self._pull(ref, repo, tag)
@@ -72,6 +95,41 @@ class DockerImages(DockerConnection):
             if any(needle in text for needle in UNREACHABLE_SOURCE):
                 raise SourceUnreachable(ref, err.message.removeprefix("docker pull: ")) from err
             raise
+
+    def _pull_mirrored(self, ref: Reference, mirrors: list[Reference]) -> Iterator[PullProgress]:
+        """Pull ``MIRROR/library/NAME:TAG`` from the first mirror that has it and tag it as
+        docker.io's ``NAME:TAG``, so ``run NAME`` finds it as with the daemon's own mirrors.
+        The mirror's name is removed again unless it was there before (a digest-only
+        reference keeps it: a digest cannot be a tag)."""
+        errors: list[CmanError] = []
+        for src in mirrors:
+            mirror_name = src.canonical
+            try:
+                self.image_inspect(mirror_name)
+                existed = True
+            except ImageNotFound:
+                existed = False
+            announced = False  # once the mirror answers: a failed pull stays one line
+            try:
+                for event in self._pull_translated(mirror_name):
+                    if not announced:
+                        announced = True
+                        yield PullProgress(None, f"pulling {ref.canonical} from the registry mirror {src.registry}")
+                    yield event
+            except (ImageNotFound, SourceUnreachable) as err:
+                errors.append(err)
+                continue
+            if ref.tag is None:
+                return
+            local = ref.repository.removeprefix("library/")
+            self._call("POST", f"/images/{refs.image(mirror_name)}/tag", params={"repo": local, "tag": ref.tag},
+                       image=mirror_name, action="tag")
+            if not existed:
+                self._call("DELETE", f"/images/{refs.image(mirror_name)}", params={"noprune": True},
+                           image=mirror_name, action="untag")
+            yield PullProgress(None, f"tagged {local}:{ref.tag}")
+            return
+        raise errors[0]
 
     def _pull(self, ref: str, repo: str, tag: str) -> Iterator[PullProgress]:
         with boundary(image=ref, action="pull"), self.api.stream(
@@ -124,24 +182,3 @@ class DockerImages(DockerConnection):
                             kind=dict)
         deleted = tuple(str(d.get("Deleted") or d.get("Untagged")) for d in (result.get("ImagesDeleted") or []))
         return PruneResult(removed=deleted, reclaimed_bytes=result.get("SpaceReclaimed"))
-
-    def image_import(self, tarball: Path, name: str) -> Image:
-        self.validate_image_name(name)
-        repo, tag = repo_and_tag(name)
-        cmd = json.dumps(list(DEFAULT_CMD))
-        with boundary(image=name, action="import"), open(tarball, "rb") as data, self.api.stream(
-            "POST", "/images/create",
-            params={"fromSrc": "-", "repo": repo, "tag": tag, "changes": f"CMD {cmd}"},
-            data=data, content_type="application/x-tar",
-        ) as body:
-            made = None
-            for line in body.read().splitlines():
-                event = progress_event(line, f"import {name}") if line.strip() else {}
-                if (text := progress_error(event)) is not None:
-                    raise EngineError(f"docker import {name}: {text}")
-                status = str(event.get("status") or "")
-                if IMAGE_ID_RE.fullmatch(status):
-                    made = status
-        # By the ID the daemon reports: the name may already be on another import's image
-        # (parallel imports under one name).
-        return self.image_inspect(made or f"{repo}:{tag}")

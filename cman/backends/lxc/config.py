@@ -136,6 +136,44 @@ def security_entries(idmap: IdMap | None, *, apparmor: bool, common: str | None)
     return entries
 
 
+NESTING_CGROUPS = ("lxc.mount.auto", "cgroup:rw:force")
+"""The container's own cgroup hierarchies, mounted writable inside it. Without ``:force`` LXC
+skips cgroup automounts in a container with a cgroup namespace (this host: ``cgroup:rw`` and
+``cgroup-full:rw`` mounted nothing, ENGINES.md); with it, checked here (LXC 5.0.2, hybrid
+cgroup v1 host, unprivileged container): a tmpfs on /sys/fs/cgroup and one hierarchy per
+controller (cpu, memory, devices, ..., name=systemd, unified), each rooted at the container's
+own cgroup and writable by its root, which is what dockerd needs."""
+DOCKER_DEVICES = ("c 10:200 rwm",)
+"""Devices Docker's containers get by default that LXC's common.conf does not allow: /dev/net/tun.
+The rest of Docker's default list (null, zero, full, random, urandom, tty, console, ptmx, pts,
+mknod of any node) common.conf already allows, and a nested cgroup may only narrow its parent's."""
+
+
+def nesting_entries(common: str | None, *, unprivileged: bool, apparmor: bool) -> list[Entry]:
+    """What Docker inside needs (``ContainerSpec.nesting``): LXC's nesting.conf (proc and sys
+    mounted again where a nested container's runtime can mount them), the cgroup hierarchies
+    inside, /dev/net/tun, and AppArmor's nesting rules where the host has AppArmor. Written before
+    the confinement entries, so nesting.conf's AppArmor profile gives way to cman's."""
+    nesting = os.path.join(os.path.dirname(common), "nesting.conf") if common else None
+    if nesting is None or not os.path.isfile(nesting):
+        raise Unsupported("lxc", str(Feature.NESTING), "LXC's nesting.conf is not installed beside common.conf")
+    entries: list[Entry] = ["nesting: containers inside (Docker): cgroups mounted inside, /dev/net/tun",
+                            ("lxc.include", nesting), NESTING_CGROUPS]
+    for device in DOCKER_DEVICES:
+        entries += [("lxc.cgroup.devices.allow", device), ("lxc.cgroup2.devices.allow", device)]
+    if apparmor and unprivileged:
+        entries.append(("lxc.apparmor.allow_nesting", "1"))
+    return entries
+
+
+def extra_entries(spec: ContainerSpec) -> list[Entry]:
+    """The spec's ``lxc`` section (raw keys of the allowlist, :mod:`cman.profiles.allow`)."""
+    from ...profiles.allow import check_extras
+
+    extras = check_extras("lxc", spec.extras.get("lxc", {}))
+    return ["", "from profiles", *extras.items()] if extras else []
+
+
 def config_entries(paths: Paths, spec: ContainerSpec, image: dict[str, Any], limits: list[tuple[str, str]],
                    network: Network | None = None, address: str | None = None, *,
                    idmap: IdMap | None = None, apparmor: bool | None = None) -> list[Entry]:
@@ -152,8 +190,10 @@ def config_entries(paths: Paths, spec: ContainerSpec, image: dict[str, Any], lim
     ]
     if common:
         entries.append(("lxc.include", common))
-    entries += security_entries(None if spec.privileged else idmap,
-                                apparmor=host_has_apparmor() if apparmor is None else apparmor, common=common)
+    apparmor = host_has_apparmor() if apparmor is None else apparmor
+    if spec.nesting:
+        entries += nesting_entries(common, unprivileged=not spec.privileged, apparmor=apparmor)
+    entries += security_entries(None if spec.privileged else idmap, apparmor=apparmor, common=common)
     if image.get("architecture"):
         entries.append(("lxc.arch", str(image["architecture"])))
     entries += [
@@ -167,6 +207,7 @@ def config_entries(paths: Paths, spec: ContainerSpec, image: dict[str, Any], lim
     ]
     if limits:
         entries += ["", "limits", *limits]
+    entries += extra_entries(spec)
     image_config = [(str(k), str(v)) for k, v in image.get("lxc_config", []) if k in TEMPLATE_CONFIG_KEYS]
     if image_config:
         entries += ["", "from the image", *image_config]

@@ -39,9 +39,10 @@ from ..._sys import proc as _proc
 from ..._sys.times import now_iso
 from ...errors import CmanError, CommandNotRunnable, Conflict, ContainerNotFound, EngineError, InvalidValue, NameInUse
 from ...models import Container, ContainerSpec, LogChunk, State, StdIO
+from ...oci import imageconfig
 from ...validate import check_config_value
 from . import net
-from .config import config_entries, limits_of, render_config, write_config
+from .config import config_entries, extra_entries, limits_of, render_config, write_config
 from .convert import to_container
 from .idmap import IdMap, check_reachable, host_idmap, prepare_container_dir
 from .jobhost import LxcJobHost, job_end, wait_ephemeral
@@ -60,6 +61,7 @@ class LxcContainers(LxcJobHost, LxcNetworks):
         for key in spec.env:
             if not key or "=" in key or "\0" in key:
                 raise InvalidValue("-e/--env", key, "bad variable name")
+        extra_entries(spec)  # the profile's raw keys against the allowlist
 
     def create(self, spec: ContainerSpec) -> Container:
         name = spec.name if spec.name is not None else f"cman-{os.urandom(4).hex()}"
@@ -106,6 +108,7 @@ class LxcContainers(LxcJobHost, LxcNetworks):
                         "memory": spec.memory,
                         "auto_remove": spec.auto_remove,
                         "privileged": spec.privileged,
+                        "nesting": spec.nesting,
                         "idmap": [idmap.uid, idmap.gid, idmap.count] if idmap else None,
                         "created": now_iso(),
                         "network": None,
@@ -181,11 +184,21 @@ class LxcContainers(LxcJobHost, LxcNetworks):
             return
         meta = self._meta(paths)
         before = _files.read_json(paths.state) or {}
-        self._boot(paths)
         command = meta.get("command") or []
-        if command:
+        if not command:
+            self._boot(paths)
+            return
+        # "job_pending" is set from before the boot until the job is launched: a cman killed in
+        # between leaves it, and system prune knows the container never got its job, even once
+        # it has stopped (see leftovers.py). Every failure that cman sees clears it.
+        self._update_state(paths, job_pending=True)
+        try:
+            self._boot(paths)
             self._check_command(paths, command, meta, before)
             jobs.launch(self, paths.name, command)
+        finally:
+            with contextlib.suppress(OSError, CmanError):
+                self._update_state(paths, job_pending=None)
 
     def start_attached(self, ref: str, io: StdIO) -> int:
         paths = self._existing(ref)
@@ -316,6 +329,8 @@ class LxcContainers(LxcJobHost, LxcNetworks):
             raise Conflict(f"container {paths.name} is not running",
                            hint=f"start it first: cman start lxc:{paths.name}")
         meta = self._meta(paths)
+        label = (meta.get("labels") or {}).get(imageconfig.EXEC_LABEL)
+        command = imageconfig.exec_argv(label, command)  # the image's WorkingDir and User, as docker exec
         argv, attach_environ = attach_argv(self.lxcpath, paths.name, command,
                                            attach_env(meta.get("env") or {}, env, tty=io.tty))
         return run_attached(argv, io, tty=io.tty, env=attach_environ)

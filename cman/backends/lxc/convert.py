@@ -79,6 +79,7 @@ def to_container(paths: Paths, st: str | None, pid: int | None, meta: Mapping[st
             "memory": meta.get("memory"),
             "auto_remove": bool(meta.get("auto_remove")),
             "privileged": bool(meta.get("privileged")),
+            "nesting": bool(meta.get("nesting")),
             "idmap": meta.get("idmap"),
             "started_at": run.get("started"),
             "finished_at": run.get("finished"),

@@ -21,7 +21,8 @@ from ... import images
 from ..._sys import files as _files
 from ..._sys import proc as _proc
 from ...errors import CmanError, EngineError, ImageNotFound, InUse, InvalidName, InvalidValue, Unsupported
-from ...models import Image, ImageLayer, PruneResult, PullProgress
+from ...models import Image, ImageConfig, ImageLayer, PruneResult, PullProgress
+from ...oci import imageconfig
 from ...oci.refs import Reference
 from ...validate import check_config_value
 from .config import render_config
@@ -190,7 +191,9 @@ class LxcImages(LxcOciImages):
                 removed.append(str(meta["id"]))
         return PruneResult(removed=tuple(removed), reclaimed_bytes=freed)
 
-    def image_import(self, tarball: Path, name: str) -> Image:
+    def image_import(self, tarball: Path, name: str, *, config: ImageConfig | None = None) -> Image:
+        """A rootfs tarball into cman's store as ``name``; a ``config`` is stored as a registry
+        pull stores it (metadata ``image_config``, User resolved through the tarball)."""
         validate_alias(name)
         check_config_value("image name", name)
         if name.startswith(("template:", "download:")):
@@ -198,12 +201,13 @@ class LxcImages(LxcOciImages):
         src = Path(tarball).resolve()
         if not src.is_file():
             raise InvalidValue("TARBALL", str(tarball), "no such file")
+        stored = None if config is None else imageconfig.stored(imageconfig.resolve_in_tarball(config, src))
         work = self.store.new_workdir()
         try:
             sha, staged, scan = self.store.stage(src, work)
             with self.store.lock():
                 meta = self.store.commit(work, sha, staged, scan, alias=name,
-                                         source={"kind": "import", "path": str(src)})
+                                         source={"kind": "import", "path": str(src)}, image_config=stored)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise

@@ -8,7 +8,8 @@ making, by a mark (``PID:STARTTIME``, :func:`cman._sys.proc.mark`) or a record:
   ``.cman-new-PID-STARTTIME-*`` folders a create had not yet renamed;
 - **containers of a killed run**: managed, labelled ``cman.run`` (the ``run`` that made
   them, :data:`cman.models.RUN_LABEL`) by a dead process, and never started, or booted
-  with their job never begun (nothing but init in them, no ``lxc-attach`` on its way);
+  with their job never begun (nothing but init in them, no ``lxc-attach`` on its way; or,
+  running or not, still marked ``job_pending``: killed between the boot and the launch);
 - **stale leases**: addresses a network record holds for a container that is gone
   (destroyed outside cman, an ephemeral one LXC destroyed, or a create killed mid-way);
 - **temporary folders and files**: the image store's work folders and ``.cman-PID.tmp``
@@ -101,9 +102,10 @@ class LxcLeftovers(LxcContainers, LxcImages):
             mark = str((meta.get("labels") or {}).get(RUN_LABEL) or "")
             if not meta.get("managed") or not mark or _proc.mark_alive(mark) is not False:
                 continue
-            if not (_files.read_json(paths.state) or {}).get("started"):
+            state = _files.read_json(paths.state) or {}
+            if not state.get("started"):
                 why = "created by a run that was killed before it started"
-            elif meta.get("command") and self._jobless(paths):
+            elif meta.get("command") and (state.get("job_pending") or self._jobless(paths)):
                 why = "booted by a run that was killed before the container's job began"
             else:
                 continue

@@ -25,6 +25,7 @@ from ... import config as _config
 from ...models import PullProgress
 from ...oci import imageconfig, layout
 from ...oci.refs import Reference, is_registry, parse
+from ...validate import check_config_value
 from .connection import LxcConnection
 
 
@@ -43,11 +44,37 @@ def oci_reference(ref: str, in_store: bool) -> Reference | None:
     return parse(ref)
 
 
+def validate_image_ref(ref: str) -> None:
+    """What LXC could never take: a value its config files cannot hold, a malformed registry
+    reference, or a name no store image can have (templates are checked on pull)."""
+    from .store import validate_alias
+
+    check_config_value("image", ref)
+    if ref.startswith(("template:", "download:")):
+        return
+    first, slash, _ = ref.partition("/")
+    if slash and is_registry(first):
+        parse(ref)
+        return
+    validate_alias(ref)
+
+
 class LxcOciImages(LxcConnection):
+    def layout_user(self) -> str | None:
+        return f"lxc:{self.store.root}"
+
+    @classmethod
+    def validate_image_ref(cls, ref: str) -> None:
+        validate_image_ref(ref)
+
     def _pull_oci(self, ref: Reference) -> Iterator[PullProgress]:
         """Fetch (only new layers), then unpack and store unless the stored image has the
-        same manifest."""
-        fetched = yield from layout.fetch(ref, _config.load(), "lxc")
+        same manifest; the layout's tag is in use until then (:func:`layout.in_use`)."""
+        with layout.in_use():
+            yield from self._fetch_and_store(ref)
+
+    def _fetch_and_store(self, ref: Reference) -> Iterator[PullProgress]:
+        fetched = yield from layout.fetch(ref, _config.load(), "lxc", user=self.layout_user())
         alias = ref.canonical
         current = self.store.find(alias)
         if current is not None and (current.get("source") or {}).get("manifest") == fetched.manifest:

@@ -56,6 +56,7 @@ from ...errors import (
 )
 from ...models import NO_NETWORK, Container, ContainerSpec, LogChunk, State, StdIO
 from . import endpoint
+from . import nesting as _nesting
 from . import net as _net
 from .connection import OperationFailed, _boundary, _is_transient, _translate, _unavailable, rollback_failed
 from .convert import (
@@ -103,6 +104,7 @@ class LxdContainers(LxdImages, LxdNetworks):
                                                    "starting with a letter or digit")
             if any(c in value for c in "\n\r\0"):
                 raise InvalidValue("--label", key, "its value contains a newline, carriage return or NUL byte")
+        _nesting.check(spec)
 
     def create(self, spec: ContainerSpec) -> Container:
         import secrets
@@ -114,7 +116,9 @@ class LxdContainers(LxdImages, LxdNetworks):
         name = spec.name or f"cman-{secrets.token_hex(4)}"
         self.validate_name(name)
         self.validate_spec(spec)
+        wanted = _nesting.config(spec, self.client.host_info if spec.nesting else None)
         config: dict[str, str] = {
+            **wanted,
             CFG_MANAGED: "true",
             CFG_COMMAND: json.dumps(list(spec.command)),
             CFG_IMAGE: spec.image,

@@ -116,6 +116,7 @@ def _container_from_raw(raw: Mapping[str, Any], exit_code: int | None = None) ->
             "interactive": config.get(CFG_INTERACTIVE) == "true",
             "env": {k[len(CFG_ENV) :]: v for k, v in expanded.items() if k.startswith(CFG_ENV)},
             "limits": {k: v for k, v in expanded.items() if k.startswith("limits.")},
+            "security": {k: v for k, v in expanded.items() if k.startswith("security.")},
             "status_code": raw.get("status_code"),
             "last_used_at": raw.get("last_used_at"),
         },

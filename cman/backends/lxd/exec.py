@@ -19,9 +19,10 @@ from ... import jobs
 from ..._sys import tty as _tty
 from ...errors import CmanError, Conflict, EngineError, Interrupted
 from ...models import State, StdIO
+from ...oci import imageconfig
 from . import endpoint
 from .connection import LxdConnection, OperationFailed, _boundary
-from .convert import _state_of
+from .convert import CFG_LABEL, _state_of
 
 if TYPE_CHECKING:
     from .ws import Dial
@@ -48,9 +49,12 @@ class LxdExec(LxdConnection):
         env: dict[str, str] | None = None,
     ) -> int:
         with _boundary(container=ref, action="exec"):
-            if _state_of(self._raw(ref)) != State.RUNNING:
+            raw = self._raw(ref)
+            if _state_of(raw) != State.RUNNING:
                 raise Conflict(f"container {ref} is not running", hint=f"start it first: cman start lxd:{ref}")
-        return self._exec(ref, command, io, env=env)
+        label = (raw.get("config") or {}).get(CFG_LABEL + imageconfig.EXEC_LABEL)
+        argv = imageconfig.exec_argv(label, command)  # the image's WorkingDir and User, as docker exec
+        return self._exec(ref, argv, io, env=env, program=command[0] if command else None)
 
     def _exec(
         self,
@@ -59,7 +63,9 @@ class LxdExec(LxdConnection):
         io: StdIO,
         *,
         env: dict[str, str] | None,
+        program: str | None = None,
     ) -> int:
+        """``program``: what the user asked to run, when ``command`` wraps it (for the 126/127 note)."""
         from . import ws
 
         environment = dict(env or {})
@@ -104,7 +110,7 @@ class LxdExec(LxdConnection):
         if code is None:
             raise EngineError(f"lxd: exec in {ref} finished but reported no exit code")
         if int(code) in (126, 127) and not produced and command:
-            self._explain_launch_failure(ref, command[0], int(code), io)
+            self._explain_launch_failure(ref, program or command[0], int(code), io)
         return int(code)
 
     def _exec_quiet(self, ref: str, argv: Sequence[str]) -> tuple[int, str]:

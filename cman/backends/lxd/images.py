@@ -12,6 +12,7 @@ the image server. LXD images have no layers: ``history`` shows one.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,10 +21,11 @@ from urllib.parse import quote
 from ..._sys.retry import idempotent
 from ..._sys.times import parse_time
 from ...errors import CmanError, EngineError, EngineUnavailable, ImageNotFound, InUse, InvalidValue
-from ...models import Image, ImageLayer, PruneResult, PullProgress
-from ..base import loopback_url
+from ...models import Image, ImageConfig, ImageLayer, PruneResult, PullProgress
+from ...oci import imageconfig
+from ..base import ImageServer, loopback_url
 from .connection import OperationFailed, _boundary, _is_transient
-from .convert import _image_from_raw, _progress_event
+from .convert import OCI_CONFIG_PROPERTY, _image_from_raw, _progress_event
 from .ociimages import LxdOciImages
 
 if TYPE_CHECKING:
@@ -41,6 +43,18 @@ def _canonical(ref: str) -> str | None:
 
 class LxdImages(LxdOciImages):
     """The daemon's image store, by alias, fingerprint or short name."""
+
+    @classmethod
+    def image_servers(cls) -> list[ImageServer]:
+        """The remotes of ``$CMAN_LXD_REMOTES`` with their pinned certificates. The built-in
+        public remotes are left out: ``search`` contacts only servers the user named."""
+        from ... import images
+        from . import imagebuild
+
+        configured = images.env_mapping(imagebuild.ENV_REMOTES)
+        known = imagebuild.remotes()  # validates the URLs
+        return [ImageServer(name, known[name], certificate=imagebuild.pinned_certificate(name, known[name]))
+                for name in configured]
 
     def _image_raw(self, ref: str) -> dict[str, Any]:
         """Resolve a reference to a local image (see :mod:`.imagebuild` for the order)."""
@@ -224,10 +238,11 @@ class LxdImages(LxdOciImages):
                 reclaimed += int(raw.get("size") or 0)
         return PruneResult(removed=tuple(removed), reclaimed_bytes=reclaimed)
 
-    def image_import(self, tarball: Path, name: str) -> Image:
+    def image_import(self, tarball: Path, name: str, *, config: ImageConfig | None = None) -> Image:
         """Build a unified LXD image (``metadata.yaml`` + ``rootfs/``) from a rootfs tarball and
         import it with the alias NAME. Re-importing the same tarball reuses the image (the
-        build is deterministic); an alias already in use moves to the new image."""
+        build is deterministic); an alias already in use moves to the new image. A
+        ``config`` goes where a registry pull puts it (the ``cman.oci.config`` property)."""
         from . import imagebuild
 
         imagebuild.check_alias(name)
@@ -235,7 +250,11 @@ class LxdImages(LxdOciImages):
             raise InvalidValue("NAME", name, "looks like a remote reference (REMOTE:ALIAS); choose a plain name")
         if not tarball.is_file():
             raise InvalidValue("TARBALL", str(tarball), "no such file")
-        built = imagebuild.build_unified(tarball, name)
+        properties = None
+        if config is not None:
+            stored = imageconfig.stored(imageconfig.resolve_in_tarball(config, tarball))
+            properties = {OCI_CONFIG_PROPERTY: json.dumps(stored, sort_keys=True)}
+        built = imagebuild.build_unified(tarball, name, properties=properties)
         try:
             with _boundary(image=name, action="import"):
                 self._upload_and_alias(built, name)

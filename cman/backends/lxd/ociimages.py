@@ -48,7 +48,28 @@ def oci_reference(ref: str, is_remote: bool, is_local: bool) -> Reference | None
     return parse(ref)
 
 
+def validate_image_ref(ref: str) -> None:
+    """What LXD could never take, by the precedence above: a bad ``https://`` or ``REMOTE:``
+    form, a malformed registry reference, or a name no alias can be."""
+    from .imagebuild import check_alias, parse_remote
+
+    if parse_remote(ref) is not None:
+        return
+    first, slash, _ = ref.partition("/")
+    if slash and is_registry(first):
+        parse(ref)
+        return
+    check_alias(ref, "image reference")
+
+
 class LxdOciImages(LxdConnection):
+    def layout_user(self) -> str | None:
+        return f"lxd:{self.locality().endpoint}"
+
+    @classmethod
+    def validate_image_ref(cls, ref: str) -> None:
+        validate_image_ref(ref)
+
     if TYPE_CHECKING:  # defined by LxdImages, which this mixin is a base of
         def _image_raw(self, ref: str) -> dict[str, Any]: ...
         def _upload_and_alias(self, built: BuiltImage, name: str) -> None: ...
@@ -69,9 +90,14 @@ class LxdOciImages(LxdConnection):
         return oci_reference(ref, False, local)
 
     def _pull_oci(self, ref: Reference) -> Iterator[PullProgress]:
+        """The layout's tag is in use until the image is uploaded (:func:`layout.in_use`)."""
+        with layout.in_use():
+            yield from self._fetch_and_upload(ref)
+
+    def _fetch_and_upload(self, ref: Reference) -> Iterator[PullProgress]:
         from . import imagebuild
 
-        fetched = yield from layout.fetch(ref, _config.load(), "lxd")
+        fetched = yield from layout.fetch(ref, _config.load(), "lxd", user=self.layout_user())
         alias = imagebuild.check_alias(ref.canonical)
         try:
             props = self._image_raw(alias).get("properties") or {}
