@@ -77,8 +77,12 @@ start_detached() {
     fi
     # Without job control a background job is not a process-group leader, so setsid
     # exec()s the command directly and $! is the daemon's own PID.
+    # From "/": a daemon must not hold on to (or restart into) this checkout's folder.
+    local here=$PWD
+    cd /
     setsid nohup "$@" >>"$logfile" 2>&1 </dev/null &
     local pid=$!
+    cd "$here"
     echo "$pid" > "/run/cman-$name.pid"
     STARTED+=("$name (pid $pid)")
     log "started $name, pid $pid, log $logfile"

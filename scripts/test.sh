@@ -3,10 +3,11 @@
 # Engines that should be up but are not make the run FAIL (CMAN_REQUIRE_ENGINES=1),
 # never skip. Extra arguments go to pytest (one run, as given).
 #
-# Without arguments, the whole suite in three parts, so CI stays well under 45 minutes:
-#   1. everything but the soak and the daemon restarts, and beside it, in its own pytest
-#      process (its own resource prefix), the 10-minute soak (marker `slow`);
-#   2. once both are done, the tests that stop and start the engines' daemons (`restarts`).
+# Without arguments, the whole suite in parts, so CI stays well under 45 minutes:
+#   1. everything but the soak, the CPU-rate tests and the daemon restarts, and beside it, in
+#      its own pytest process (its own resource prefix), the 10-minute soak (marker `slow`);
+#   2. once both are done, on a quiet host, the tests that measure CPU rates (`cpu_timing`);
+#   3. last, the tests that stop and start the engines' daemons (`restarts`).
 # The run fails if any part fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,10 +23,11 @@ fi
 soak_log=$(mktemp /tmp/cman-soak.XXXXXX.log)
 .venv/bin/python -m pytest -q -s -p no:cacheprovider -m slow tests/integration/test_soak.py >"$soak_log" 2>&1 &
 soak_pid=$!
-main=0; .venv/bin/python -m pytest -q --durations=25 -m "not slow and not restarts" || main=$?
+main=0; .venv/bin/python -m pytest -q --durations=25 -m "not slow and not restarts and not cpu_timing" || main=$?
 soak=0; wait "$soak_pid" || soak=$?
 echo "== soak (ran beside the suite above; exit $soak) =="
 cat "$soak_log"; rm -f "$soak_log"
+cpu=0; .venv/bin/python -m pytest -q -p no:cacheprovider -m "cpu_timing and not restarts" || cpu=$?
 restarts=0; .venv/bin/python -m pytest -q -s -p no:cacheprovider -m restarts || restarts=$?
-echo "== exit codes: suite $main, soak $soak, daemon restarts $restarts =="
-(( main == 0 && soak == 0 && restarts == 0 ))
+echo "== exit codes: suite $main, soak $soak, CPU rates $cpu, daemon restarts $restarts =="
+(( main == 0 && soak == 0 && cpu == 0 && restarts == 0 ))

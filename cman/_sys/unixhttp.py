@@ -177,7 +177,7 @@ def request(
         # Unbuffered for a hijacked stream, so no byte of it is kept back in a buffer.
         stream = sock.makefile("rb", buffering=0 if upgrade else -1)
         status_line = stream.readline().decode("latin-1").split()
-        status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
+        status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isascii() and status_line[1].isdigit() else 0
         headers: dict[str, str] = {}
         while (line := stream.readline()) not in (b"\r\n", b"\n", b""):
             key, _, value = line.decode("latin-1").partition(":")

@@ -109,6 +109,8 @@ def read_process(pid: int, proc: Path = Path("/proc")) -> DaemonProcess | None:
         env_items = (base / "environ").read_bytes().decode(errors="replace").split("\0")
         stat = (base / "stat").read_text()
         cwd = os.readlink(base / "cwd")
+        if not os.path.isdir(cwd):  # "/old/checkout (deleted)": start the new one from "/"
+            cwd = "/"
     except (FileNotFoundError, ProcessLookupError):
         return None
     fields = stat[stat.rindex(")") + 2:].split()

@@ -39,6 +39,8 @@ from cman.cgroups import (
 
 from ..conftest import require_root, unavailable
 
+pytestmark = pytest.mark.cpu_timing  # measures CPU rates: CI runs it on a quiet host
+
 INTERVAL_S = 1.5  # >= 1 s: this 2-core machine is shared and noisy
 PREFIX = "cmantest-cg-"
 VERSIONS: tuple[Prefer, ...] = ("v1", "v2")

@@ -29,7 +29,7 @@ from cman.backends.base import Feature
 
 from ..conftest import Engine, assert_clean_error, lacks
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.cpu_timing]  # CI runs these on a quiet host
 
 BUSY = ("sh", "-c", "while :; do :; done")
 IDLE = ("sleep", "600")

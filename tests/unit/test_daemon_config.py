@@ -243,3 +243,16 @@ def test_needs_restart_compares_file_time_with_daemon_start(tmp_path: Path) -> N
     assert not dc.needs_restart(path, dc.DaemonProcess(1, ("dockerd",), {}, "/", None, path.stat().st_mtime + 5))
     assert not dc.needs_restart(path, None)
     assert not dc.needs_restart(tmp_path / "missing.json", daemon)
+
+
+def test_a_daemon_whose_folder_was_deleted_restarts_from_the_root(tmp_path: Path) -> None:
+    """dockerd started from a checkout that is gone since (its cwd reads "/old (deleted)"):
+    the new one starts from "/" instead of failing as if dockerd were not installed."""
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    _fake_proc(proc, 4242, ["dockerd"])
+    cwd = proc / "4242" / "cwd"
+    cwd.unlink(missing_ok=True)
+    os.symlink(str(tmp_path / "gone") + " (deleted)", cwd)
+    found = dc.find_dockerd(proc, pidfile=tmp_path / "none.pid")
+    assert found is not None and found.cwd == "/"

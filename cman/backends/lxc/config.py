@@ -227,7 +227,7 @@ def mapped_root(config: Path) -> tuple[int, int] | None:
     ids: dict[str, int] = {}
     for _key, value in config_values(config, ("lxc.idmap",)):
         parts = value.split()
-        if len(parts) == 4 and parts[0] in ("u", "g") and parts[1] == "0" and parts[2].isdigit():
+        if len(parts) == 4 and parts[0] in ("u", "g") and parts[1] == "0" and parts[2].isascii() and parts[2].isdigit():
             ids.setdefault(parts[0], int(parts[2]))
     if "u" in ids and "g" in ids:
         return ids["u"], ids["g"]

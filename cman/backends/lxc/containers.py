@@ -371,4 +371,4 @@ class LxcContainers(LxcJobHost, LxcNetworks):
         paths = self._existing(ref)
         with self._boundary(paths.name, "read the init PID of"):
             out = self._tool("lxc-info", "-n", paths.name, "-p", "-H", timeout=15).stdout.strip()
-        return int(out) if out.isdigit() else None
+        return int(out) if out.isascii() and out.isdigit() else None

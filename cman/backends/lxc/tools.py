@@ -83,9 +83,18 @@ def parse_info(text: str) -> tuple[str | None, int | None]:
         key, value = key.strip().lower(), value.strip()
         if key == "state":
             state = value.upper() or None
-        elif key == "pid" and value.isdigit():
-            pid = int(value)
+        elif key == "pid":
+            pid = _pid(value)
     return state, pid
+
+
+def _pid(text: str) -> int | None:
+    """A process ID as the lxc tools print one: ASCII digits (``str.isdigit`` also takes '²'),
+    and above 0 (a stopped container prints none; 0 is no process)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
+        return None
+    value = int(text)
+    return value if value > 0 else None
 
 
 def parse_ls(text: str) -> dict[str, tuple[str, int | None]]:
@@ -96,7 +105,7 @@ def parse_ls(text: str) -> dict[str, tuple[str, int | None]]:
         parts = line.split()
         if len(parts) < 2:
             continue
-        pid = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
+        pid = _pid(parts[2]) if len(parts) > 2 else None
         out[parts[0]] = (parts[1].upper(), pid)
     return out
 
