@@ -176,7 +176,10 @@ def request(
             sock.sendall(payload)
         # Unbuffered for a hijacked stream, so no byte of it is kept back in a buffer.
         stream = sock.makefile("rb", buffering=0 if upgrade else -1)
-        status_line = stream.readline().decode("latin-1").split()
+        first = stream.readline()
+        if not first:  # closed before a byte of an answer: a daemon going away, not a bad answer
+            raise ConnectionResetError("the server closed the connection without answering")
+        status_line = first.decode("latin-1").split()
         status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isascii() and status_line[1].isdigit() else 0
         headers: dict[str, str] = {}
         while (line := stream.readline()) not in (b"\r\n", b"\n", b""):

@@ -263,3 +263,26 @@ def test_hostile_image_refs_are_refused(ref: str) -> None:
                                  "a/b@sha256:" + "0" * 64, "sha256:" + "a" * 64, "f98e65ee5d7f"])
 def test_image_refs(ref: str) -> None:
     assert refs.image(ref) == ref
+
+
+def test_a_server_that_closes_without_answering_is_a_reset_connection(tmp_path: Path) -> None:
+    """A daemon shutting down accepts, reads and closes: that is a lost connection (retried
+    for idempotent calls, then "unavailable"), not a malformed answer (exit 1)."""
+    path = str(tmp_path / "closing.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def close_at_once() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.close()
+
+    worker = threading.Thread(target=close_at_once, daemon=True)
+    worker.start()
+    try:
+        with pytest.raises(ConnectionResetError, match="without answering"):
+            unixhttp.request(path, "GET", "/1.0/instances")
+    finally:
+        worker.join(timeout=5)
+        server.close()

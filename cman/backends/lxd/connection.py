@@ -203,7 +203,7 @@ def _boundary(*, container: str | None = None, image: str | None = None, action:
         yield
     except CmanError:
         raise
-    except (FileNotFoundError, PermissionError, ConnectionRefusedError) as err:
+    except (FileNotFoundError, PermissionError, ConnectionError) as err:  # refused, reset, aborted
         raise _unavailable(err) from err
     except Exception as err:
         raise _translate(err, container=container, image=image, action=action) from err
