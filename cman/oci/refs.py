@@ -10,6 +10,7 @@ reference is :class:`InvalidName` (exit 2), before any engine call.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import InvalidName
@@ -67,6 +68,25 @@ class Reference:
 def is_registry(component: str) -> bool:
     """Docker's rule: a first path component with '.' or ':', or ``localhost``, is a registry."""
     return "." in component or ":" in component or component == "localhost"
+
+
+def names_registry(ref: str) -> bool:
+    """Does ``ref``'s first path component name a registry (``127.0.0.1:5000/x``, ``quay.io/x``)?"""
+    first, slash, _ = ref.partition("/")
+    return bool(slash) and is_registry(first)
+
+
+def registry_image(ref: str, *, is_local: Callable[[], bool], mirrored: Callable[[], bool]) -> Reference | None:
+    """The registry image a system container engine's ``ref`` names, or None: one precedence
+    for LXD and LXC (README, "One image on every engine"). A name whose first component is a
+    registry is one; otherwise a local image of that name wins; otherwise a Docker Hub short
+    name (no '/') is one while a mirror is configured. The two callables are asked only when
+    needed (a store lookup, the config file)."""
+    if names_registry(ref):
+        return parse(ref)
+    if "/" in ref or is_local() or not mirrored():
+        return None
+    return parse(ref)
 
 
 def check_image(ref: str) -> str:

@@ -89,7 +89,7 @@ class LxcImages(LxcOciImages):
 
     def _oci_reference(self, ref: str) -> Reference | None:
         """The registry image ``ref`` names, or None (the precedence is in :mod:`.ociimages`)."""
-        return oci_reference(ref, self.store.find(ref) is not None)
+        return oci_reference(ref, lambda: self.store.find(ref) is not None)
 
     def _pull_template(self, alias: str, template: str, args: list[str]) -> Iterator[PullProgress]:
         """Create a throw-away container with the template in a private LXC path inside the

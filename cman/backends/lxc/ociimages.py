@@ -19,29 +19,22 @@ re-pull whose manifest digest is the one stored does nothing more.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ... import config as _config
 from ...models import PullProgress
 from ...oci import imageconfig, layout
-from ...oci.refs import Reference, is_registry, parse
+from ...oci.refs import Reference, names_registry, parse, registry_image
 from ...validate import check_config_value
 from .connection import LxcConnection
 
 
-def oci_reference(ref: str, in_store: bool) -> Reference | None:
-    """The registry image ``ref`` names, by the precedence of the module's docstring; None
-    when it is something else."""
+def oci_reference(ref: str, in_store: Callable[[], bool]) -> Reference | None:
+    """The registry image ``ref`` names (:func:`cman.oci.refs.registry_image`); LXC's own
+    ``template:`` and ``download:`` forms never are."""
     if ref.startswith(("template:", "download:")):
         return None
-    first, slash, _ = ref.partition("/")
-    if slash and is_registry(first):
-        return parse(ref)
-    if in_store or slash:
-        return None
-    if not _config.load().registry_mirrors:
-        return None
-    return parse(ref)
+    return registry_image(ref, is_local=in_store, mirrored=lambda: bool(_config.load().registry_mirrors))
 
 
 def validate_image_ref(ref: str) -> None:
@@ -52,8 +45,7 @@ def validate_image_ref(ref: str) -> None:
     check_config_value("image", ref)
     if ref.startswith(("template:", "download:")):
         return
-    first, slash, _ = ref.partition("/")
-    if slash and is_registry(first):
+    if names_registry(ref):
         parse(ref)
         return
     validate_alias(ref)

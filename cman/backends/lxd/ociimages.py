@@ -28,24 +28,12 @@ from ... import config as _config
 from ...errors import ImageNotFound
 from ...models import PullProgress
 from ...oci import imageconfig, layout
-from ...oci.refs import Reference, is_registry, parse
+from ...oci.refs import Reference, names_registry, parse, registry_image
 from .connection import LxdConnection, _boundary
 from .convert import OCI_CONFIG_PROPERTY, OCI_MANIFEST_PROPERTY
 
 if TYPE_CHECKING:
     from .imagebuild import BuiltImage
-
-
-def oci_reference(ref: str, is_remote: bool, is_local: bool) -> Reference | None:
-    """The registry image ``ref`` names (see the module's docstring), or None."""
-    if is_remote:
-        return None
-    first, slash, _ = ref.partition("/")
-    if slash and is_registry(first):
-        return parse(ref)
-    if is_local or slash or not _config.load().registry_mirrors:
-        return None
-    return parse(ref)
 
 
 def validate_image_ref(ref: str) -> None:
@@ -55,8 +43,7 @@ def validate_image_ref(ref: str) -> None:
 
     if parse_remote(ref) is not None:
         return
-    first, slash, _ = ref.partition("/")
-    if slash and is_registry(first):
+    if names_registry(ref):
         parse(ref)
         return
     check_alias(ref, "image reference")
@@ -79,15 +66,14 @@ class LxdOciImages(LxdConnection):
 
         if imagebuild.parse_remote(ref) is not None:
             return None
-        first, slash, _ = ref.partition("/")
-        if slash and is_registry(first):
-            return parse(ref)
-        try:
-            self._image_raw(ref)
-            local = True
-        except ImageNotFound:
-            local = False
-        return oci_reference(ref, False, local)
+        def is_local() -> bool:
+            try:
+                self._image_raw(ref)
+                return True
+            except ImageNotFound:
+                return False
+
+        return registry_image(ref, is_local=is_local, mirrored=lambda: bool(_config.load().registry_mirrors))
 
     def _pull_oci(self, ref: Reference) -> Iterator[PullProgress]:
         """The layout's tag is in use until the image is uploaded (:func:`layout.in_use`)."""
