@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from cman._sys.proc import mark
 from cman.backends.lxc import net as lxc_net
 from cman.errors import CmanError
 from cman.models import RUN_LABEL, ContainerSpec
@@ -101,6 +102,29 @@ def test_a_run_killed_between_boot_and_job_is_a_leftover(lx: Lxc, made: list[str
     assert len(lx.backend.prune_leftovers()) == 1
     wait_for(lambda: not (lx.lxcpath / name).exists(), timeout=30)
     assert lx.backend.inspect(busy).state.value == "running"
+
+
+def test_a_rm_run_killed_before_lxc_start_is_a_leftover(lx: Lxc, made: list[str]) -> None:
+    """Found by the kill suite: a foreground ``run --rm`` killed after its start was recorded
+    and before lxc-start booted it. LXC destroys an ephemeral container only when it stops
+    after running, so this one stays stopped for good unless prune takes it; a --rm container
+    that a live process works on, or one never started, is left alone."""
+    mine = lx.name("norun")
+    made.append(mine)
+    lx.backend.create(ContainerSpec(image=lx.image, name=mine, command=("true",), auto_remove=True,
+                                    labels={RUN_LABEL: DEAD}))
+    state = lx.lxcpath / mine / "cman.state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "started": "2024-01-01T00:00:00+00:00"}))
+    live = lx.name("live")
+    made.append(live)
+    lx.backend.create(ContainerSpec(image=lx.image, name=live, command=("true",), auto_remove=True,
+                                    labels={RUN_LABEL: mark()}))
+    state = lx.lxcpath / live / "cman.state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "started": "2024-01-01T00:00:00+00:00"}))
+    assert lx.backend.prune_leftovers(dry_run=True) == [
+        f"container {mine}: a --rm container of a killed run that stopped without being destroyed"]
+    lx.backend.prune_leftovers()
+    assert not (lx.lxcpath / mine).exists() and (lx.lxcpath / live).exists()
 
 
 def test_wait_gets_the_code_of_a_container_that_destroys_itself(lx: Lxc) -> None:

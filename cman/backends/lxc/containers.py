@@ -204,13 +204,21 @@ class LxcContainers(LxcJobHost, LxcNetworks):
         paths = self._existing(ref)
         meta = self._meta(paths)
         before = _files.read_json(paths.state) or {}
-        self._boot(paths)
         command = list(meta.get("command") or [])
         if not command and io.stdin is not None:
             command = list(meta.get("default_command") or ["/bin/sh"])
         if not command:
+            self._boot(paths)
             return 0  # a system container was asked for: it stays up
-        self._check_command(paths, command, meta, before)
+        # As in start(): marked from before the boot until the job is about to begin, so a run
+        # killed in between (even before lxc-start ran) leaves a mark that system prune reads.
+        self._update_state(paths, job_pending=True)
+        try:
+            self._boot(paths)
+            self._check_command(paths, command, meta, before)
+        finally:
+            with contextlib.suppress(OSError, CmanError):
+                self._update_state(paths, job_pending=None)
         return jobs.run_foreground(self, paths.name, command, io)
 
     def _check_command(self, paths: Paths, command: Sequence[str], meta: dict[str, Any],

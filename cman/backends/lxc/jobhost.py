@@ -22,7 +22,7 @@ from ...models import State, StdIO
 from .config import mapped_root
 from .connection import LxcConnection
 from .convert import STATES
-from .tools import RUNNING, Paths, config_values
+from .tools import RUNNING, Paths, config_values, is_ephemeral
 
 KILL_WAIT = 10.0
 """Seconds to wait for LXC to see a SIGKILLed init before ``lxc-stop -k`` takes over."""
@@ -88,7 +88,7 @@ class LxcJobHost(LxcConnection):
         if state is None:
             return
         if init and state in RUNNING:
-            ephemeral = any(v.strip() == "1" for _k, v in config_values(paths.config, ("lxc.ephemeral",)))
+            ephemeral = is_ephemeral(paths.config)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(init, signal.SIGKILL)
             deadline = time.monotonic() + KILL_WAIT

@@ -39,7 +39,7 @@ from ...models import RUN_LABEL
 from . import net
 from .containers import LxcContainers
 from .images import LxcImages
-from .tools import NEW_DIR_PREFIX, RUNNING, Paths
+from .tools import NEW_DIR_PREFIX, RUNNING, Paths, is_ephemeral
 
 
 def _pid_alive(pid: int) -> bool:
@@ -107,6 +107,10 @@ class LxcLeftovers(LxcContainers, LxcImages):
                 why = "created by a run that was killed before it started"
             elif meta.get("command") and (state.get("job_pending") or self._jobless(paths)):
                 why = "booted by a run that was killed before the container's job began"
+            elif is_ephemeral(paths.config) and self._stopped(paths):
+                # --rm: once stopped it is LXC's to destroy; one still here was never booted
+                # (killed after its start was recorded) or outlived a failed destroy.
+                why = "a --rm container of a killed run that stopped without being destroyed"
             else:
                 continue
             out.append(f"container {name}: {why}")
@@ -114,6 +118,12 @@ class LxcLeftovers(LxcContainers, LxcImages):
                 with contextlib.suppress(CmanError):
                     self.remove(name, force=True)
         return out
+
+    def _stopped(self, paths: Paths) -> bool:
+        try:
+            return self._info(paths)[0] == "STOPPED"
+        except CmanError:
+            return False
 
     def _jobless(self, paths: Paths) -> bool:
         """Does the container run nothing but its init, with no lxc-attach on its way in?"""

@@ -206,3 +206,8 @@ def config_values(config: Path, keys: frozenset[str] | tuple[str, ...]) -> list[
         if sep and key in keys:
             out.append((key, value))
     return out
+
+
+def is_ephemeral(config: Path) -> bool:
+    """Does LXC destroy this container when it stops (``lxc.ephemeral = 1``, cman's ``--rm``)?"""
+    return any(v == "1" for _k, v in config_values(config, ("lxc.ephemeral",)))
