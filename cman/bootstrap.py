@@ -57,20 +57,40 @@ class AptSource:
     """The file it came from (for messages)."""
 
 
+_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]{1,99}")
+
+
 @dataclass(frozen=True)
 class Target:
     distro: str
     release: str
     arch: str
+    packages: tuple[str, ...] = ()
+    """Debian packages installed on top of minbase and :data:`INCLUDE` (``docker.io``, ...)."""
+    flavour: str | None = None
+    """A short word for ``packages`` in names (``docker``): ``debian-docker:bookworm``."""
+
+    def __post_init__(self) -> None:
+        for package in self.packages:
+            if not _PACKAGE.fullmatch(package):
+                raise InvalidValue("package", package, "not a Debian package name")
+        if self.flavour is not None and not _RELEASE.fullmatch(self.flavour):
+            raise InvalidValue("flavour", self.flavour, "lower-case letters, digits, '.' and '-'")
 
     @property
     def name(self) -> str:
         """The default image name (``debian:bookworm``): valid on Docker, LXD and LXC."""
-        return f"{self.distro}:{self.release}"
+        distro = f"{self.distro}-{self.flavour}" if self.flavour else self.distro
+        return f"{distro}:{self.release}"
 
     @property
     def cache_name(self) -> str:
-        return f"{self.distro}-{self.release}-{self.arch}.tar.gz"
+        distro = f"{self.distro}-{self.flavour}" if self.flavour else self.distro
+        return f"{distro}-{self.release}-{self.arch}.tar.gz"
+
+    def with_packages(self, flavour: str, packages: Iterable[str]) -> Target:
+        """The same release with ``packages`` installed too, cached and named as ``flavour``."""
+        return Target(self.distro, self.release, self.arch, tuple(packages), flavour)
 
 
 @dataclass(frozen=True)
@@ -227,7 +247,7 @@ def build(target: Target, *, no_cache: bool = False, progress: Callable[[str], N
             rootfs = work / "rootfs"
             rootfs.mkdir(parents=True)
             progress(f"debootstrap {target.release} from {mirror}")
-            _debootstrap(["debootstrap", "--variant=minbase", f"--include={','.join(INCLUDE)}",
+            _debootstrap(["debootstrap", "--variant=minbase", f"--include={','.join((*INCLUDE, *target.packages))}",
                           target.release, str(rootfs), mirror], progress)
             progress("packing the rootfs")
             packed = work / "rootfs.tar.gz"

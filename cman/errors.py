@@ -26,6 +26,7 @@ class ExitCode(IntEnum):
     UNAVAILABLE = 5  # engine not installed, not running, no permission
     UNSUPPORTED = 6  # the backend cannot do this feature
     TIMEOUT = 7  # an engine call did not finish in time
+    PROVISION_FAILED = 8  # provision: a step stayed broken (the message names it, its cause and fix)
     RUN_FAILED = 125  # run/exec: cman itself failed (docker run's 125)
     CANNOT_INVOKE = 126  # run/exec: command found but not executable
     COMMAND_NOT_FOUND = 127  # run/exec: command not found in the container

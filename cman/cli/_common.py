@@ -142,6 +142,12 @@ def printable(text: str, keep: str = "") -> str:
     return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
 
 
+def progress(message: str) -> None:
+    """A step of a long command, as it runs (stderr, so --json output stays clean)."""
+    sys.stderr.write(f"cman: {printable(message)}\n")
+    sys.stderr.flush()
+
+
 def warn(message: str) -> None:
     sys.stderr.write(f"cman: warning: {printable(message)}\n")
 

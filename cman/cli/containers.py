@@ -87,25 +87,13 @@ def _spec(
             ip = str(parse_host_address(ip, None, "--ip"))
         dns = list(check_dns_servers(dns or ()))
         dns_search = list(check_search_domains(dns_search or ()))
-    p = profile
-    return ContainerSpec(
-        image=image,
-        name=name,
-        command=tuple(command or ()),
-        env={**(p.env if p else {}), **parse_env(env or [])},
-        labels={**(p.labels if p else {}), **parse_labels(label or [])},
-        tty=tty,
-        interactive=interactive,
-        cpus=parse_cpus(cpus) if cpus is not None else (p.cpus if p else None),
-        memory=parse_size(memory) if memory is not None else (p.memory if p else None),
-        network=network if network is not None else (p.network if p else None),
-        ip=ip,
-        dns=tuple(dns) if dns else tuple((p.dns if p else None) or ()),
-        dns_search=tuple(dns_search) if dns_search else tuple((p.dns_search if p else None) or ()),
-        privileged=privileged or bool(p and p.privileged),
-        nesting=bool(p and p.nesting),
-        extras=dict(p.engines) if p else {},
-    )
+    from ..profiles import container_spec
+
+    return container_spec(
+        profile, image=image, name=name, command=tuple(command or ()), env=parse_env(env or []),
+        labels=parse_labels(label or []), tty=tty, interactive=interactive,
+        cpus=parse_cpus(cpus) if cpus is not None else None, memory=parse_size(memory) if memory is not None else None,
+        network=network, ip=ip, dns=tuple(dns or ()), dns_search=tuple(dns_search or ()), privileged=privileged)
 
 
 def _profile(names: list[str] | None) -> Profile | None:

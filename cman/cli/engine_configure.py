@@ -20,7 +20,8 @@ def register(engine_app: typer.Typer) -> None:
         dns: Annotated[list[str] | None, typer.Option("--dns", help="Default DNS server for containers (repeatable; replaces the list).")] = None,
         icc: Annotated[bool | None, typer.Option("--icc/--no-icc", help="Inter-container traffic on the default bridge.", show_default=False)] = None,
         registry_mirror: Annotated[list[str] | None, typer.Option("--registry-mirror", help="Registry mirror URL (repeatable; replaces the list).")] = None,
-        unset: Annotated[list[str] | None, typer.Option("--unset", help="Remove a managed key (bridge, bip, dns, icc, registry-mirrors).")] = None,
+        insecure_registry: Annotated[list[str] | None, typer.Option("--insecure-registry", help="Plain-HTTP registry HOST:PORT or CIDR (repeatable; replaces the list).")] = None,
+        unset: Annotated[list[str] | None, typer.Option("--unset", help="Remove a managed key (bridge, bip, dns, icc, registry-mirrors, insecure-registries).")] = None,
         apply: Annotated[bool, typer.Option("--apply", help="Restart dockerd so it reads the file, and check it comes back.")] = False,
         config: Annotated[Path, typer.Option("--config", help="The daemon.json to edit.")] = Path("/etc/docker/daemon.json"),
     ) -> None:
@@ -39,6 +40,7 @@ def register(engine_app: typer.Typer) -> None:
             dns=tuple(dns) if dns else None,
             icc=icc,
             registry_mirrors=tuple(registry_mirror) if registry_mirror else None,
+            insecure_registries=tuple(insecure_registry) if insecure_registry else None,
             unset=tuple(unset or ()),
         )
 

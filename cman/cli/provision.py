@@ -1,4 +1,5 @@
-"""``cman provision docker-host NAME --backend pve``: a thin layer over :mod:`cman.pve`."""
+"""``cman provision docker-host|registry-mirror`` and ``cman doctor docker-host``: thin layers over
+:mod:`cman.dockerhost` (LXC, LXD) and :mod:`cman.pve` (Proxmox VE)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from ._common import print_json, printable, session, warn
+from ..backends.base import Backend
+from ._common import print_json, printable, progress, session, warn
 
 TASK_TIMEOUT = 300.0
 
@@ -23,7 +25,25 @@ def register(app: typer.Typer, only: str | None = None) -> None:
     def docker_host(
         ctx: typer.Context,
         name: Annotated[str, typer.Argument(help="The container's hostname (a DNS name).")],
-        backend: Annotated[str | None, typer.Option("--backend", "-B", help="pve (Proxmox VE).")] = None,
+        backend: Annotated[str | None, typer.Option("--backend", "-B", help="lxc, lxd or pve (Proxmox VE).")] = None,
+        image: Annotated[str | None, typer.Option("--image", help="lxc/lxd: a Debian image (docker.io is installed "
+                                                   "when it lacks it); default: cman's Debian image with Docker, "
+                                                   "built with debootstrap from the host's Debian mirror.")] = None,
+        insecure_registry: Annotated[list[str] | None, typer.Option("--insecure-registry", help="lxc/lxd: the inner "
+                                                                     "Docker's plain-HTTP registry HOST:PORT "
+                                                                     "(repeatable).")] = None,
+        dns: Annotated[list[str] | None, typer.Option("--dns", help="lxc/lxd: DNS server of the container and of "
+                                                       "the inner Docker's containers (repeatable).")] = None,
+        icc: Annotated[bool | None, typer.Option("--icc/--no-icc", help="lxc/lxd: the inner Docker's "
+                                                  "inter-container traffic.", show_default=False)] = None,
+        network: Annotated[str | None, typer.Option("--network", help="lxc/lxd: the cman network to join.")] = None,
+        ssh: Annotated[bool, typer.Option("--ssh", help="lxc/lxd: run sshd with your public key for root.")] = False,
+        ssh_key: Annotated[Path | None, typer.Option("--ssh-key", help="The public key for --ssh (default: "
+                                                      "~/.ssh/id_{ed25519,ecdsa,rsa}.pub).")] = None,
+        check_image: Annotated[str, typer.Option("--check-image", help="lxc/lxd: the image the inner Docker runs "
+                                                  "to check itself.")] = "busybox",
+        profile: Annotated[list[str] | None, typer.Option("--profile", help="lxc/lxd: profiles (default: "
+                                                           "docker-host; repeatable, later ones win).")] = None,
         node: Annotated[str | None, typer.Option("--node", help="PVE node name.")] = None,
         vmid: Annotated[int | None, typer.Option("--vmid", help="100-999999999; default: GET /cluster/nextid.")] = None,
         ostemplate: Annotated[str | None, typer.Option("--ostemplate", help="Template volume ID, e.g. "
@@ -67,10 +87,26 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         from ..errors import InvalidValue, Unsupported, UsageError
 
         chosen = backend or session(ctx).backend_option
+        pve_only = {"--node": node, "--vmid": vmid, "--ostemplate": ostemplate, "--memory": memory, "--cores": cores,
+                    "--nameserver": nameserver, "--fuse-overlayfs": fuse_overlayfs, "--privileged": privileged,
+                    "--dry-run": dry_run, "--pve-url": pve_url, "--token-file": token_file,
+                    "--password-file": password_file, "--pve-ca": pve_ca, "--node-ssh": node_ssh,
+                    "--gw": gw}
+        local_only = {"--image": image, "--insecure-registry": insecure_registry, "--dns": dns, "--icc/--no-icc": icc,
+                      "--network": network, "--ssh": ssh, "--ssh-key": ssh_key, "--profile": profile}
+        given = [k for k, v in (pve_only if chosen in ("lxc", "lxd") else local_only).items() if v not in (None, False, [])]
+        if given and chosen in ("lxc", "lxd", "pve"):
+            raise UsageError(f"{given[0]} does not go with --backend {chosen}",
+                             hint=f"it is an option of --backend {'pve' if chosen != 'pve' else 'lxc or lxd'}")
+        if chosen in ("lxc", "lxd"):
+            _docker_host_local(ctx, chosen, name, image=image, mirrors=registry_mirror, insecure=insecure_registry,
+                               dns=dns, icc=icc, network=network, ssh=ssh, ssh_key=ssh_key, check_image=check_image,
+                               profiles=profile, as_json=as_json)
+            return
         if chosen != "pve":
-            if chosen in ("lxc", "lxd", "docker"):
-                raise Unsupported(chosen, "provision docker-host", "only --backend pve is built so far")
-            raise UsageError("provision docker-host needs --backend pve")
+            if chosen == "docker":
+                raise Unsupported(chosen, "provision docker-host", "Docker cannot nest a Docker host; use lxc, lxd or pve")
+            raise UsageError("provision docker-host needs --backend lxc, lxd or pve")
         if not node or not ostemplate:
             raise UsageError(f"--backend pve needs {'--node' if not node else '--ostemplate'}")
         if task_timeout <= 0 or poll_interval <= 0:
@@ -94,7 +130,7 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         creds = auth.resolve(token_file=token_file, password_file=password_file, user=pve_user)
         result = provision.apply(spec, url=pve_url, creds=creds, verify=auth.check_ca(pve_ca), node_ssh=node_ssh,
                                  timeout=task_timeout, poll=poll_interval,
-                                 notify=_progress)
+                                 notify=progress)
         if as_json:
             print_json(result.to_dict())
             return
@@ -105,11 +141,85 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         elif result.steps_run:
             sys.stdout.write(f"Docker inside: {', '.join(result.steps_run)}: done\n")
 
+    from .provision_mirror import register_mirror
+
+    register_mirror(provision_app)
     app.add_typer(provision_app, name="provision")
 
+    doctor_app = typer.Typer(help="Check containers for what their job needs; change nothing.", no_args_is_help=True)
 
-def _progress(message: str) -> None:
-    sys.stderr.write(f"cman: {printable(message)}\n")
+    @doctor_app.command("docker-host")
+    def doctor_docker_host(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument(help="NAME or BACKEND:NAME of an LXC or LXD container.")],
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """Check a container (made by cman or not) for everything Docker inside needs.
+
+        Prints each finding with its fix. Exit 0: healthy; 1: problems found; 3: no such
+        container; 5: engine unavailable; 6: not a system container engine.
+        """
+        from ..dockerhost.provision import doctor
+
+        backend, ref = _system_backend(ctx, name, "doctor docker-host")
+        findings = doctor(backend, ref)
+        problems = [f for f in findings if f.status == "problem"]
+        if as_json:
+            print_json({"container": ref, "backend": backend.name, "healthy": not problems,
+                        "findings": [f.to_dict() for f in findings]})
+        else:
+            for f in findings:
+                sys.stdout.write(f"{f.status.upper():8} {f.name:14} {printable(f.detail)}\n")
+                if f.fix and f.status != "ok":
+                    sys.stdout.write(f"{'':8} {'':14} fix: {printable(f.fix)}\n")
+        if problems:
+            raise typer.Exit(1)
+
+    app.add_typer(doctor_app, name="doctor")
+
+
+def _system_backend(ctx: typer.Context, ref: str, what: str) -> tuple[Backend, str]:
+    """The LXC or LXD backend a NAME or BACKEND:NAME is on (Docker cannot host Docker)."""
+    from ..errors import Unsupported
+    from ._common import backends_split
+
+    bname, name = backends_split(ref)
+    backend = session(ctx).backend(bname)
+    if backend.name not in ("lxc", "lxd"):
+        raise Unsupported(backend.name, what, "Docker inside is for system containers: use lxc or lxd")
+    return backend, name
+
+
+def _docker_host_local(ctx: typer.Context, chosen: str, name: str, *, image: str | None, mirrors: list[str] | None,
+                       insecure: list[str] | None, dns: list[str] | None, icc: bool | None, network: str | None,
+                       ssh: bool, ssh_key: Path | None, check_image: str, profiles: list[str] | None,
+                       as_json: bool) -> None:
+    from ..dockerhost import provision
+    from ..dockerhost.spec import HostSpec
+
+    backend = session(ctx).backend(chosen)
+    backend.validate_name(name)
+    if network is not None:
+        from ..network import check_network_name
+
+        check_network_name(network)
+    spec = HostSpec(name=name, image=image, registry_mirrors=tuple(mirrors or ()),
+                    insecure_registries=tuple(insecure or ()), dns=tuple(dns or ()), icc=icc, network=network,
+                    ssh=ssh, ssh_key=ssh_key, check_image=check_image,
+                    profiles=tuple(profiles or ("docker-host",)))
+    report = provision.provision(backend, spec, progress)
+    if as_json:
+        print_json({"container": name, "backend": backend.name, "changed": report.changed,
+                    "steps": [s.to_dict() for s in report.steps]})
+        return
+    if report.changed:
+        sys.stdout.write(f"{backend.name}:{name}: a docker host; "
+                         f"{', '.join(s.name for s in report.steps if s.status == 'repaired')}: done now\n")
+    else:
+        sys.stdout.write(f"{backend.name}:{name}: a healthy docker host already; nothing changed\n")
+    for step in report.steps:
+        if step.name == "ssh":
+            sys.stdout.write(f"reach it with: {step.detail.rsplit('; ', 1)[-1]}\n")
 
 
 def _print_dry_run(result: object, as_json: bool) -> None:

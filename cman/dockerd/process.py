@@ -95,6 +95,13 @@ class DaemonProcess:
 
 
 def _boot_time(proc: Path) -> float:
+    """When the machine booted, to 10 ms: now minus ``/proc/uptime``. ``btime`` in /proc/stat is
+    whole seconds (and drifts from the wall clock in VMs), enough to misjudge a daemon started
+    within a second of a file write as older than it (a restart for nothing)."""
+    try:
+        return time.time() - float((proc / "uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
     for line in (proc / "stat").read_text().splitlines():
         if line.startswith("btime "):
             return float(line.split()[1])

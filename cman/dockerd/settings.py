@@ -1,7 +1,7 @@
 """What ``cman engine configure docker`` writes: daemon.json, validated, merged, diffed.
 
-Five keys of ``/etc/docker/daemon.json`` are managed (``bridge``, ``bip``, ``dns``,
-``icc``, ``registry-mirrors``); every other key is kept as it is. Everything is
+Six keys of ``/etc/docker/daemon.json`` are managed (``bridge``, ``bip``, ``dns``,
+``icc``, ``registry-mirrors``, ``insecure-registries``); every other key is kept as it is. Everything is
 validated before the file is touched, and the file is replaced atomically, so a
 crash leaves either the old or the new file, never half of one.
 """
@@ -21,7 +21,7 @@ from .._sys.files import atomic_write
 from ..errors import InvalidValue, UsageError
 
 DEFAULT_PATH = Path("/etc/docker/daemon.json")
-KEYS = ("bridge", "bip", "dns", "icc", "registry-mirrors")
+KEYS = ("bridge", "bip", "dns", "icc", "registry-mirrors", "insecure-registries")
 """The daemon.json keys cman manages; every other key is kept as it is."""
 
 
@@ -49,24 +49,42 @@ def check_bip(text: str) -> str:
     return str(iface)
 
 
-def check_mirror(text: str) -> str:
-    """dockerd's own rules for a registry mirror: http(s)://host[:port][/], nothing else."""
+def check_mirror(text: str, field: str = "--registry-mirror") -> str:
+    """dockerd's own rules for a registry mirror: http(s)://host[:port][/], nothing else (``field``
+    names the option in errors)."""
     if not text.isascii() or not text.isprintable() or any(c.isspace() for c in text):
         # urlsplit drops tabs and newlines before parsing: check the text itself first
-        raise InvalidValue("--registry-mirror", text, "a URL is printable ASCII without spaces")
+        raise InvalidValue(field, text, "a URL is printable ASCII without spaces")
     try:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as err:
-        raise InvalidValue("--registry-mirror", text, str(err)) from None
+        raise InvalidValue(field, text, str(err)) from None
     del port
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidValue("--registry-mirror", text, "use http://HOST[:PORT] or https://HOST[:PORT]")
+        raise InvalidValue(field, text, "use http://HOST[:PORT] or https://HOST[:PORT]")
     if parts.username or parts.password:
-        raise InvalidValue("--registry-mirror", text, "credentials do not belong in the URL (use docker login)")
+        raise InvalidValue(field, text, "credentials do not belong in the URL" + (" (use docker login)" if field == "--registry-mirror" else ""))
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise InvalidValue("--registry-mirror", text, "dockerd accepts no path, query or fragment in a mirror URL")
+        raise InvalidValue(field, text, "dockerd accepts no path, query or fragment in a mirror URL")
     return text.rstrip("/") + "/"
+
+
+def check_insecure_registry(text: str) -> str:
+    """dockerd's ``insecure-registries`` entries: HOST[:PORT] (no scheme, no path) or a CIDR."""
+    import ipaddress
+    import re
+
+    from ..oci.refs import DOMAIN, port_ok
+
+    if "/" in text:
+        try:
+            return str(ipaddress.ip_network(text, strict=True))
+        except ValueError:
+            raise InvalidValue("--insecure-registry", text, "use HOST[:PORT] or a network such as 10.0.0.0/8") from None
+    if not re.fullmatch(DOMAIN, text) or not port_ok(text) or len(text) > 255:
+        raise InvalidValue("--insecure-registry", text, "use HOST[:PORT] (no scheme), e.g. 10.0.3.5:5000")
+    return text
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,7 @@ class DaemonSettings:
     dns: tuple[str, ...] | None = None
     icc: bool | None = None
     registry_mirrors: tuple[str, ...] | None = None
+    insecure_registries: tuple[str, ...] | None = None
     unset: tuple[str, ...] = ()
     """Managed keys to remove from the file (back to dockerd's default)."""
 
@@ -97,6 +116,9 @@ class DaemonSettings:
             if len(set(mirrors)) != len(mirrors):
                 raise InvalidValue("--registry-mirror", " ".join(mirrors), "a mirror is given twice")
             object.__setattr__(self, "registry_mirrors", mirrors)
+        if self.insecure_registries is not None:
+            insecure = tuple(dict.fromkeys(check_insecure_registry(r) for r in self.insecure_registries))
+            object.__setattr__(self, "insecure_registries", insecure)
         for key in self.unset:
             if key not in KEYS:
                 raise InvalidValue("--unset", key, f"cman manages only {', '.join(KEYS)}")
@@ -111,6 +133,7 @@ class DaemonSettings:
             "dns": list(self.dns) if self.dns is not None else None,
             "icc": self.icc,
             "registry-mirrors": list(self.registry_mirrors) if self.registry_mirrors is not None else None,
+            "insecure-registries": list(self.insecure_registries) if self.insecure_registries is not None else None,
         }
         return {k: v for k, v in out.items() if v is not None}
 

@@ -102,7 +102,7 @@ def parse(ref: str) -> Reference:
     rest, _, digest = ref.partition("@")
     first, slash, remainder = rest.partition("/")
     if slash and is_registry(first):
-        if not re.fullmatch(DOMAIN, first) or not _port_ok(first):
+        if not re.fullmatch(DOMAIN, first) or not port_ok(first):
             raise InvalidName(f"invalid registry {first!r} in image reference {ref!r}", hint=IMAGE_HINT)
         registry, path, explicit = first, remainder, True
     else:
@@ -130,6 +130,7 @@ def _split_tag(path: str) -> tuple[str, str, str]:
     return repository, colon, tag
 
 
-def _port_ok(domain: str) -> bool:
+def port_ok(domain: str) -> bool:
+    """Is the port of ``HOST[:PORT]`` (when there is one) in 1-65535?"""
     _, colon, port = domain.rpartition(":")
     return not colon or 0 < int(port) <= 65535

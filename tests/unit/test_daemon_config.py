@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,20 @@ def _fake_proc(root: Path, pid: int, argv: list[str], *, comm: str = "dockerd", 
     os.symlink("/", base / "cwd")
     if log is not None:
         os.symlink(log, base / "fd" / "2")
+
+
+def test_a_daemon_start_time_is_as_precise_as_proc_uptime(tmp_path: Path) -> None:
+    """btime is whole seconds: a daemon started 0.3 s after a write could read as older than it
+    (CI saw `--apply` restart dockerd for "no change"). /proc/uptime has hundredths."""
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    _fake_proc(proc, 4242, ["dockerd"])
+    (proc / "uptime").write_text("1000.50 1900.00\n")
+    before = time.time()
+    found = dc.read_process(4242, proc)
+    assert found is not None
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert before - 1000.5 + 250 / ticks - 0.01 <= found.started <= time.time() - 1000.5 + 250 / ticks + 0.01
 
 
 def test_read_process_and_find_dockerd(tmp_path: Path) -> None:

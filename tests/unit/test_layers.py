@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("contract", ("cman.backends.base", "cman.backends")),
     ("engines", ("cman.backends.docker", "cman.backends.lxd", "cman.backends.lxc")),
     ("verbs", ("cman.lifecycle", "cman.stats", "cman.dockerd", "cman.leftovers", "cman.imagesync", "cman.search",
-                "cman.pve")),
+                "cman.pve", "cman.dockerhost")),
     ("services", ("cman.monitor",)),
     ("library api", ("cman",)),
     ("cli", ("cman.cli", "cman.__main__")),

@@ -89,7 +89,12 @@ def test_the_node_name_is_checked_too(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_other_backends_are_unsupported_and_apply_needs_a_url(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([*BASE, "web1", "--backend", "lxd", "--dry-run"]) == 6
+    assert main([*BASE, "web1", "--backend", "docker", "--dry-run"]) == 6
+    # PVE's options with another backend: refused before anything is looked at
+    assert main([*BASE, "web1", "--backend", "lxd", "--dry-run"]) == 2
+    assert "--dry-run does not go with --backend lxd" in capsys.readouterr().err
+    assert main([*BASE, "web1", "--backend", "pve", "--ssh", "--dry-run"]) == 2
+    assert "--ssh does not go with --backend pve" in capsys.readouterr().err
     assert main([*BASE, "web1", *PVE]) == 2
     assert "--pve-url" in capsys.readouterr().err
 
