@@ -4,8 +4,10 @@
 # never skip. Extra arguments go to pytest (one run, as given).
 #
 # Without arguments, the whole suite in parts, so CI stays well under 45 minutes:
-#   1. everything but the soak, the CPU-rate tests and the daemon restarts, and beside it, in
-#      its own pytest process (its own resource prefix), the 10-minute soak (marker `slow`);
+#   1. everything but the soak, the provisioning tests, the CPU-rate tests and the daemon
+#      restarts, and beside it, in their own pytest processes one after the other (their own
+#      resource prefixes), the 10-minute soak (marker `slow`) and the docker-host and
+#      registry-mirror provisioning (marker `provisioning`, minutes of debootstrap and nested Docker);
 #   2. once both are done, on a quiet host, the tests that measure CPU rates (`cpu_timing`);
 #   3. last, the tests that stop and start the engines' daemons (`restarts`).
 # The run fails if any part fails.
@@ -20,14 +22,21 @@ if (( $# )); then
     exec .venv/bin/python -m pytest -q --durations=25 "$@"
 fi
 
-soak_log=$(mktemp /tmp/cman-soak.XXXXXX.log)
-.venv/bin/python -m pytest -q -s -p no:cacheprovider -m slow tests/integration/test_soak.py >"$soak_log" 2>&1 &
-soak_pid=$!
-main=0; .venv/bin/python -m pytest -q --durations=25 -m "not slow and not restarts and not cpu_timing" || main=$?
-soak=0; wait "$soak_pid" || soak=$?
-echo "== soak (ran beside the suite above; exit $soak) =="
-cat "$soak_log"; rm -f "$soak_log"
+side_log=$(mktemp /tmp/cman-side.XXXXXX.log)
+(
+    soak=0; .venv/bin/python -m pytest -q -s -p no:cacheprovider -m slow tests/integration/test_soak.py || soak=$?
+    prov=0; .venv/bin/python -m pytest -q -p no:cacheprovider --durations=5 -m "provisioning and not restarts" \
+        || prov=$?
+    echo "== beside the suite: soak exit $soak, provisioning exit $prov =="
+    (( soak == 0 && prov == 0 ))
+) >"$side_log" 2>&1 &
+side_pid=$!
+main=0; .venv/bin/python -m pytest -q --durations=25 -m "not slow and not provisioning and not restarts and not cpu_timing" \
+    || main=$?
+soak=0; wait "$side_pid" || soak=$?
+echo "== soak and provisioning (ran beside the suite above; exit $soak) =="
+cat "$side_log"; rm -f "$side_log"
 cpu=0; .venv/bin/python -m pytest -q -p no:cacheprovider -m "cpu_timing and not restarts" || cpu=$?
 restarts=0; .venv/bin/python -m pytest -q -s -p no:cacheprovider -m restarts || restarts=$?
-echo "== exit codes: suite $main, soak $soak, CPU rates $cpu, daemon restarts $restarts =="
+echo "== exit codes: suite $main, soak and provisioning $soak, CPU rates $cpu, daemon restarts $restarts =="
 (( main == 0 && soak == 0 && cpu == 0 && restarts == 0 ))

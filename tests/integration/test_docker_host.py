@@ -35,7 +35,7 @@ from cman.errors import CmanError
 from ..conftest import NET_PREFIX, PREFIX, REGISTRY_IMAGE, assert_clean_error, cli, require_root, unavailable
 from .lxc_lab import free_subnet
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.provisioning]
 
 WORDS = "cman-through-the-mirror"
 ENGINES = ("lxc", "lxd")

@@ -38,7 +38,7 @@ from cman.errors import CmanError
 from ..conftest import REGISTRY, REGISTRY_IMAGE, cli, require_root, unavailable
 from .lxc_lab import free_subnet
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.provisioning]
 
 RUN = f"cmantest-{secrets.token_hex(3)}"
 PROVISION_TIMEOUT = 1800.0  # without the image anywhere, a first run bootstraps it (debootstrap)

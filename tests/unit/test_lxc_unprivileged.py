@@ -19,7 +19,7 @@ import pytest
 from cman._sys import files
 from cman._sys import proc as _proc
 from cman.backends.lxc import LxcBackend, attach, config, connection, idmap, jobhost, tools
-from cman.errors import EngineUnavailable, ExitCode
+from cman.errors import EngineUnavailable, ExitCode, InvalidValue
 from cman.models import ContainerSpec, State, StdIO
 
 MAP = idmap.IdMap(100000, 200000)
@@ -383,3 +383,28 @@ def test_an_unprivileged_containers_folder_lets_its_root_pass_only(tmp_path: Pat
     idmap.prepare_container_dir(tmp_path / "u", MAP)
     assert calls == [("chown", (0, MAP.gid)), ("chmod", 0o710)]
     assert stat.S_IMODE((tmp_path / "u").stat().st_mode) == 0o700, "private until then"
+
+
+def test_post_stop_hooks_that_only_sleep_are_cleared(tmp_path: Path) -> None:
+    """Debian's lxcfs adds `lxc.hook.post-stop = .../lxc.reboot.hook`, a bare `sleep 0.5s` run after
+    every stop (half of a `run --rm true`). cman clears post-stop hooks only when each one included
+    is such a sleep; any other hook keeps them all."""
+    from cman.backends.lxc.config import render_config, sleep_only_post_stop
+
+    common = tmp_path / "common.conf"
+    common.write_text("lxc.include = common.conf.d/\n")
+    (tmp_path / "common.conf.d").mkdir()
+    hook = tmp_path / "reboot.hook"
+    hook.write_text("#!/bin/sh -eu\n\nsleep 0.5s\n")
+    assert not sleep_only_post_stop(str(common))  # no hooks: nothing to clear
+    (tmp_path / "common.conf.d" / "00-lxcfs.conf").write_text(
+        f"lxc.hook.mount = /x/lxc.mount.hook\nlxc.hook.post-stop = {hook}\n")
+    assert sleep_only_post_stop(str(common))
+    assert render_config([("lxc.hook.post-stop", "")]) == "lxc.hook.post-stop =\n"
+    other = tmp_path / "other.hook"
+    other.write_text("#!/bin/sh\nsleep 1\nrm -rf /run/thing\n")
+    (tmp_path / "common.conf.d" / "10-other.conf").write_text(f"lxc.hook.post-stop = {other}\n")
+    assert not sleep_only_post_stop(str(common))
+    assert not sleep_only_post_stop(None)
+    with pytest.raises(InvalidValue):
+        render_config([("lxc.hook.pre-start", "")])  # only the cleared keys may be empty

@@ -35,7 +35,7 @@ CPU_PERIOD_US = 100_000
 Entry = tuple[str, str] | str
 """A (key, value) setting, or a comment line ("" for an empty line)."""
 
-_CONFIG_KEY = re.compile(r"lxc(\.[a-z0-9_]+)+")
+_CONFIG_KEY = re.compile(r"lxc(\.[a-z0-9_][a-z0-9_-]*)+")
 
 
 def limit_settings(cpus: float | None, memory: int | None, mounts: CgroupMounts | None) -> list[tuple[str, str]]:
@@ -83,6 +83,37 @@ def limits_of(spec: ContainerSpec) -> list[tuple[str, str]]:
     return limit_settings(spec.cpus, spec.memory, mounts)
 
 
+CLEARED = frozenset({"lxc.hook.post-stop"})
+"""Keys cman may write empty, which clears the list the included files built."""
+_SLEEP_ONLY = re.compile(r"sleep [0-9.]+s?")
+
+
+def sleep_only_post_stop(common: str | None) -> bool:
+    """Are the post-stop hooks that common.conf's ``common.conf.d`` adds nothing but a sleep?
+    Debian's lxcfs ships ``lxc.reboot.hook`` (``sleep 0.5s``, time for lxcfs on a reboot),
+    which LXC runs after every stop: half a second added to each ``run --rm`` and ``stop``
+    of a container that is never rebooted by LXC (cman's restart is a stop and a start)."""
+    if common is None:
+        return False
+    folder = Path(common).parent / "common.conf.d"
+    try:
+        configs = sorted(folder.glob("*.conf"))
+    except OSError:
+        return False
+    hooks = [v for c in configs for _k, v in config_values(c, ("lxc.hook.post-stop",))]
+    if not hooks:
+        return False
+    for hook in hooks:
+        try:
+            text = Path(hook).read_text()
+        except (OSError, UnicodeDecodeError):
+            return False
+        body = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        if not body or not all(_SLEEP_ONLY.fullmatch(line) for line in body):
+            return False
+    return True
+
+
 def render_config(entries: Sequence[Entry]) -> str:
     """Config text from (key, value) pairs and comment strings; every value is checked
     first (:func:`check_lxc_value`), so each entry is exactly one line."""
@@ -96,6 +127,9 @@ def render_config(entries: Sequence[Entry]) -> str:
         key, value = entry
         if not _CONFIG_KEY.fullmatch(key):
             raise InvalidValue("LXC config key", key, "not an lxc.* key")
+        if not value and key in CLEARED:
+            lines.append(f"{key} =")  # LXC: an empty value clears what the includes set
+            continue
         lines.append(f"{key} = {check_lxc_value(key, value)}")
     return "\n".join(lines) + "\n"
 
@@ -190,6 +224,9 @@ def config_entries(paths: Paths, spec: ContainerSpec, image: dict[str, Any], lim
     ]
     if common:
         entries.append(("lxc.include", common))
+        if sleep_only_post_stop(common):
+            entries += ["the post-stop hooks included above only sleep (lxcfs, for reboots): cleared",
+                        ("lxc.hook.post-stop", "")]
     apparmor = host_has_apparmor() if apparmor is None else apparmor
     if spec.nesting:
         entries += nesting_entries(common, unprivileged=not spec.privileged, apparmor=apparmor)
