@@ -67,8 +67,14 @@ def default_pidfile() -> Path:
 
 
 def check_pidfile(path: Path | None) -> Path | None:
-    """A pidfile names a file: not ``/``, not a folder (``--pidfile``)."""
-    if path is not None and (not path.name or path.name in (".", "..") or path.is_dir()):
+    """A pidfile names a file: not ``/``, not a folder, a name the filesystem takes (``--pidfile``)."""
+    if path is None:
+        return path
+    try:
+        is_dir = path.is_dir()  # False for a missing file; OSError for a name too long, a loop
+    except OSError as err:
+        raise InvalidValue("--pidfile", str(path), f"cannot be used: {err.strerror}") from None
+    if not path.name or path.name in (".", "..") or is_dir:
         raise InvalidValue("--pidfile", str(path), "name a file, e.g. /run/cman/monitor.pid")
     return path
 

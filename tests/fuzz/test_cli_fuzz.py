@@ -328,6 +328,7 @@ def _refused_interval(text: str) -> bool:
 @example(case=(("run",), ["run", "-m", "9" * 400, "busybox"]), bad_interval="0")
 @example(case=(("ps",), ["ps"]), bad_interval="0")
 @example(case=(("monitor", "status"), ["monitor", "status", "--pidfile", "/", "--json"]), bad_interval="0")
+@example(case=(("monitor", "status"), ["monitor", "status", "--pidfile", "a" * 300 + "mon.pid"]), bad_interval="0")
 @example(case=(("monitor", "run"), ["monitor", "run", "--listen", "127.0.0.1:\u00b2"]), bad_interval="0")
 @example(case=(("engine", "configure", "docker"), ["engine", "configure", "docker", "--icc", "--config", "@binary"]),
          bad_interval="0")
