@@ -25,8 +25,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ._sys.proc import mark
 from .backends.base import Backend, Feature
@@ -35,6 +36,9 @@ from .models import RUN_LABEL, Container, ContainerSpec, Image, PullProgress, St
 from .network.host import host_conflicts, host_lock, overlap_error, read_host, resolve
 from .network.spec import Network, NetworkSpec, NetworkSpecConflict, spec_diff
 from .validate import check_user_labels
+
+if TYPE_CHECKING:
+    from .profiles import Profile
 
 ProgressFn = Callable[[PullProgress], None]
 _CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -314,3 +318,31 @@ def remove_network(backend: Backend, name: str, *, force: bool = False) -> None:
     backend.require(Feature.NETWORKS)
     with host_lock():
         backend.network_remove(name, force=force)
+
+
+def spec_with_profile(profile: Profile | None, *, image: str, name: str | None = None, command: tuple[str, ...] = (),
+                   env: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None, tty: bool = False,
+                   interactive: bool = False, cpus: float | None = None, memory: int | None = None,
+                   network: str | None = None, ip: str | None = None, dns: tuple[str, ...] = (),
+                   dns_search: tuple[str, ...] = (), privileged: bool = False) -> ContainerSpec:
+    """The spec from the merged profiles, then the given values over them (README "Profiles":
+    flags win; ``env`` and ``labels`` merge by key; ``dns``, ``dns_search`` and ``network`` replace)."""
+    p = profile
+    return ContainerSpec(
+        image=image,
+        name=name,
+        command=command,
+        env={**(p.env if p else {}), **(env or {})},
+        labels={**(p.labels if p else {}), **(labels or {})},
+        tty=tty,
+        interactive=interactive,
+        cpus=cpus if cpus is not None else (p.cpus if p else None),
+        memory=memory if memory is not None else (p.memory if p else None),
+        network=network if network is not None else (p.network if p else None),
+        ip=ip,
+        dns=dns or tuple((p.dns if p else None) or ()),
+        dns_search=dns_search or tuple((p.dns_search if p else None) or ()),
+        privileged=privileged or bool(p and p.privileged),
+        nesting=bool(p and p.nesting),
+        extras=dict(p.engines) if p else {},
+    )

@@ -87,9 +87,9 @@ def _spec(
             ip = str(parse_host_address(ip, None, "--ip"))
         dns = list(check_dns_servers(dns or ()))
         dns_search = list(check_search_domains(dns_search or ()))
-    from ..profiles import container_spec
+    from ..lifecycle import spec_with_profile
 
-    return container_spec(
+    return spec_with_profile(
         profile, image=image, name=name, command=tuple(command or ()), env=parse_env(env or []),
         labels=parse_labels(label or []), tty=tty, interactive=interactive,
         cpus=parse_cpus(cpus) if cpus is not None else None, memory=parse_size(memory) if memory is not None else None,

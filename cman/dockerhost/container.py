@@ -112,7 +112,7 @@ class SystemContainer:
         from .. import lifecycle, profiles
 
         profile = profiles.load_many(list(self.profiles)) if self.profiles else None
-        spec = profiles.container_spec(profile, image=self._image(), name=self.name, network=self.network,
+        spec = lifecycle.spec_with_profile(profile, image=self._image(), name=self.name, network=self.network,
                                        dns=self.dns)
         lifecycle.check_spec(self.backend, spec)
         if spec.privileged:

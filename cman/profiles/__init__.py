@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..config import SYSTEM_FILE, user_file
 from ..errors import InvalidName, InvalidProfile, ProfileNotFound
-from ..models import ContainerSpec, _Jsonable
+from ..models import _Jsonable
 from .schema import Profile, merge, parse
 
 __all__ = ["Profile", "ProfileInfo", "available", "folders", "load", "load_many", "merge"]
@@ -121,30 +121,3 @@ def available(env: Mapping[str, str] | None = None, *, system_dir: Path = SYSTEM
                                tuple(str(p) for _, p in hits[1:])))
     return out
 
-
-def container_spec(profile: Profile | None, *, image: str, name: str | None = None, command: tuple[str, ...] = (),
-                   env: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None, tty: bool = False,
-                   interactive: bool = False, cpus: float | None = None, memory: int | None = None,
-                   network: str | None = None, ip: str | None = None, dns: tuple[str, ...] = (),
-                   dns_search: tuple[str, ...] = (), privileged: bool = False) -> ContainerSpec:
-    """The spec from the merged profiles, then the given values over them (README "Profiles":
-    flags win; ``env`` and ``labels`` merge by key; ``dns``, ``dns_search`` and ``network`` replace)."""
-    p = profile
-    return ContainerSpec(
-        image=image,
-        name=name,
-        command=command,
-        env={**(p.env if p else {}), **(env or {})},
-        labels={**(p.labels if p else {}), **(labels or {})},
-        tty=tty,
-        interactive=interactive,
-        cpus=cpus if cpus is not None else (p.cpus if p else None),
-        memory=memory if memory is not None else (p.memory if p else None),
-        network=network if network is not None else (p.network if p else None),
-        ip=ip,
-        dns=dns or tuple((p.dns if p else None) or ()),
-        dns_search=dns_search or tuple((p.dns_search if p else None) or ()),
-        privileged=privileged or bool(p and p.privileged),
-        nesting=bool(p and p.nesting),
-        extras=dict(p.engines) if p else {},
-    )
