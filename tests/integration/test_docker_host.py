@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 import cman.backends
-from cman.dockerhost.mirror import probe
+from cman.dockerhost.mirror import probe, registry_target
 from cman.dockerhost.provision import docker_target
 from cman.errors import CmanError
 
@@ -86,6 +86,8 @@ def site() -> Iterator[Site]:
         _reachable(name)
     image = docker_target().name
     had_image = {b: cli("image", "inspect", image, backend=b).returncode == 0 for b in ENGINES}
+    mirror_image = registry_target().name
+    had_mirror_image = cli("image", "inspect", mirror_image, backend="lxc").returncode == 0
     avoid: set[str] = set()
     lxc_net, lxd_net = f"{NET_PREFIX}dh", f"{NET_PREFIX}dl"
     made = Site(lxc_net, lxd_net, {}, "", "", image)
@@ -122,6 +124,9 @@ def site() -> Iterator[Site]:
             if not had_image[backend]:
                 with contextlib.suppress(CmanError):
                     cman.backends.load(backend).image_remove(image, force=True)
+        if not had_mirror_image:
+            with contextlib.suppress(CmanError):
+                cman.backends.load("lxc").image_remove(mirror_image, force=True)
 
 
 def _provision(site: Site, backend: str, *more: str) -> subprocess.CompletedProcess[str]:
