@@ -57,7 +57,6 @@ class SystemContainer:
     dns: tuple[str, ...] = ()
     first_boot: Callable[[Guest], None] | None = None
     """Run once in a new container after its boot scripts (a failure removes it again)."""
-    made: bool = False
 
     @property
     def guest(self) -> Guest:
@@ -127,7 +126,6 @@ class SystemContainer:
             with contextlib.suppress(CmanError):
                 self.backend.remove(self.name, force=True)
             raise
-        self.made = True
         with_profiles = f" with profile {', '.join(self.profiles)}" if self.profiles else ""
         return f"created from {self._image()}{with_profiles} and started"
 

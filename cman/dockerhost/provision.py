@@ -115,8 +115,9 @@ class DockerHost:
 
     def check_apparmor(self) -> Finding:
         label = (self.guest.read("/proc/1/attr/current") or b"").decode("utf-8", "replace")
-        runc = self.guest.text(["runc", "--version"]) if host_apparmor() else ""
-        return faults.check_apparmor(host_apparmor(), label, runc)
+        confined_host = host_apparmor()
+        runc = self.guest.text(["runc", "--version"]) if confined_host else ""
+        return faults.check_apparmor(confined_host, label, runc)
 
     def check_docker(self) -> Finding:
         if self.guest.ok(["sh", "-c", "command -v dockerd && command -v docker"]):
