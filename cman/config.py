@@ -60,10 +60,33 @@ class Config:
                 or any(m.host == registry and m.insecure for m in self.registry_mirrors))
 
 
-def user_file(env: Mapping[str, str] | None = None) -> Path:
+def config_dir(env: Mapping[str, str] | None = None) -> Path:
+    """cman's own folder of the user's configuration: ``$XDG_CONFIG_HOME/cman`` (default ``~/.config/cman``)."""
     env = os.environ if env is None else env
     base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME") or Path.home()) / ".config")
-    return Path(base) / "cman" / "config.toml"
+    return Path(base) / "cman"
+
+
+def user_file(env: Mapping[str, str] | None = None) -> Path:
+    return config_dir(env) / "config.toml"
+
+
+def check_not_writable_by_others(path: Path, what: str) -> None:
+    """Refuse (exit 2) a file or folder that another user could change: one that says which
+    engine cman talks to and with which key must be the user's alone."""
+    import stat
+
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise InvalidValue(what, str(path), f"cannot read it ({err.strerror})") from None
+    if info.st_mode & 0o022:
+        raise InvalidValue(what, str(path), f"group or others may write it (mode {stat.S_IMODE(info.st_mode):04o}): "
+                           f"run chmod go-w {path}")
+    if info.st_uid not in (os.getuid(), 0):
+        raise InvalidValue(what, str(path), f"it belongs to another user (uid {info.st_uid})")
 
 
 def parse_mirror(url: str, where: str, what: str = "registry mirror") -> Mirror:

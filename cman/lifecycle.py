@@ -99,6 +99,8 @@ def check_spec(backend: Backend, spec: ContainerSpec) -> None:
         backend.validate_name(spec.name)
     if spec.nesting:
         backend.require(Feature.NESTING)
+    if spec.target is not None:  # the one rule that asks the engine: is the daemon a cluster member?
+        backend.require(Feature.CLUSTER)
     type(backend).validate_spec(spec)
 
 

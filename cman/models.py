@@ -80,6 +80,8 @@ class Container(_Jsonable):
     addresses: Mapping[str, str] = field(default_factory=dict)
     """Network name -> IPv4 address."""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    location: str | None = None
+    """The cluster member the container is on (LXD's ``location``); None when the engine is no cluster."""
 
     @property
     def ref(self) -> str:
@@ -150,6 +152,8 @@ class ContainerSpec(_Jsonable):
     nesting: bool = False
     """Containers may run inside this one (Docker in LXD/LXC): each engine's form, written by the
     backend itself (``Feature.NESTING``); the container stays unprivileged unless ``privileged``."""
+    target: str | None = None
+    """The cluster member to create the container on (``--target``; ``Feature.CLUSTER``)."""
     extras: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Raw engine keys by backend name (``{"lxd": {"limits.processes": "500"}}``), from profiles; a
     backend applies its own section only, and only keys of :mod:`cman.profiles.allow`."""
@@ -195,6 +199,20 @@ class EngineStatus(_Jsonable):
     endpoint: str | None = None
     problem: str | None = None
     fix: str | None = None
+
+
+@dataclass(frozen=True)
+class ClusterMember(_Jsonable):
+    """One member of an engine's cluster, as ``cman engine status`` shows it."""
+
+    name: str
+    url: str
+    status: str
+    """The engine's word, lower-cased: ``online``, ``offline``, ``evacuated``, ``blocked``."""
+    message: str = ""
+    roles: tuple[str, ...] = ()
+    architecture: str | None = None
+    failure_domain: str | None = None
 
 
 @dataclass(frozen=True)

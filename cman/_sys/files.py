@@ -181,7 +181,21 @@ def open_beneath(root: Path, relpath: str) -> int | None:
     *dirs, leaf = _parts(relpath)
     try:
         with _walk(root, dirs, create=False, dir_mode=0o755, owner=None) as dirfd:
-            fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dirfd)
+            return open_regular_at(dirfd, leaf, relpath)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafePath(err.errno, f"{relpath} is a symlink or beneath one", relpath) from err
+        raise
+
+
+def open_regular_at(dirfd: int, leaf: str, relpath: str) -> int | None:
+    """A read-only descriptor of the regular file ``leaf`` in the directory ``dirfd``, never
+    through a symlink (:class:`UnsafePath`); None when it is missing or not a regular file.
+    ``relpath`` names it in errors."""
+    try:
+        fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dirfd)
     except FileNotFoundError:
         return None
     except OSError as err:

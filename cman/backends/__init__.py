@@ -3,12 +3,24 @@
 Adding a backend is one package and one line here; the CLI needs no change.
 Importing this package costs nothing: docker and pylxd load only when
 :func:`load` is called for their backend.
+
+Endpoints. Where an engine is comes from its settings: the environment variables it
+documents (``DOCKER_HOST``, ``CMAN_LXD_ENDPOINT``/``_CERT``/``_KEY``/``_VERIFY``, ``LXD_DIR``,
+``CMAN_LXC_PATH``). A context (:mod:`cman.contexts`) is such a set of settings, stored;
+``PACKAGE.endpoint.context_settings(url, options)`` of each backend package turns a
+context's URL and options into them (validated), so the CLI knows no engine's settings.
+:func:`load` with ``settings`` builds a backend for that endpoint: settings are bound
+per thread (:func:`bound`) and read through :func:`setting`, so several contexts can be
+asked at once (``ps --context all``); without them, the environment is the default.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import threading
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
@@ -22,6 +34,16 @@ REGISTRY: dict[str, str] = {
     "lxc": "cman.backends.lxc:LxcBackend",
 }
 """Order matters: it is the order of auto-detection (Docker first)."""
+
+CGROUP_PARENTS: dict[str, tuple[str, ...]] = {
+    "docker": ("docker/*", "system.slice/docker-*.scope"),
+    "lxd": ("lxc.payload.*",),
+    "lxc": ("lxc.payload.*",),
+}
+"""Where each engine puts its containers' cgroups (globs under a hierarchy's root, for
+Docker's cgroupfs and systemd drivers and liblxc's payloads). ``stats --no-stream`` reads
+them before the engines' listings arrive; a container found elsewhere is still read, one
+interval later. Kept here, not on the classes, so reading it imports no engine code."""
 
 ENV_BACKEND = "CMAN_BACKEND"
 
@@ -67,9 +89,83 @@ def check_image(ref: str, name: str | None = None) -> None:
     raise first
 
 
-def load(name: str) -> Backend:
-    """Instantiate a backend (connects lazily or raises EngineUnavailable)."""
-    return backend_class(name)()
+_BOUND = threading.local()
+"""This thread's endpoint settings (``settings``: a dict, or absent for the environment)."""
+_ENVIRON = threading.Lock()
+
+
+def setting(key: str) -> str | None:
+    """An engine setting: the endpoint bound in this thread (a context's) when it has ``key``,
+    else the environment. An empty value is unset."""
+    bound: Mapping[str, str] | None = getattr(_BOUND, "settings", None)
+    value = bound[key] if bound is not None and key in bound else os.environ.get(key)
+    return value or None
+
+
+def bound_settings() -> dict[str, str] | None:
+    """This thread's endpoint settings (None: the environment's)."""
+    bound: dict[str, str] | None = getattr(_BOUND, "settings", None)
+    return dict(bound) if bound is not None else None
+
+
+def bind(settings: Mapping[str, str] | None) -> None:
+    """Make ``settings`` this thread's endpoint until the next :func:`bind` (None: the environment)."""
+    _BOUND.settings = dict(settings) if settings is not None else None
+
+
+@contextlib.contextmanager
+def bound(settings: Mapping[str, str] | None) -> Iterator[None]:
+    """``settings`` as this thread's endpoint for the block, then the previous one again."""
+    before = getattr(_BOUND, "settings", None)
+    bind(settings)
+    try:
+        yield
+    finally:
+        _BOUND.settings = before
+
+
+def endpoint_module(name: str) -> object:
+    """The backend package's ``endpoint`` module (its ``context_settings``)."""
+    checked(name, "a context")
+    return importlib.import_module(f"{REGISTRY[name].partition(':')[0]}.endpoint")
+
+
+def context_settings(name: str, url: str | None, options: Mapping[str, str]) -> dict[str, str]:
+    """The settings that point backend ``name`` at ``url`` with ``options`` (cert, key, verify,
+    lxcpath ...), checked by the engine's own rules (UsageError otherwise). Every setting the
+    engine reads is in the result (empty: unset), so none leaks in from the environment."""
+    module = endpoint_module(name)
+    result: dict[str, str] = module.context_settings(url, dict(options))  # type: ignore[attr-defined]
+    return result
+
+
+def load(name: str, settings: Mapping[str, str] | None = None) -> Backend:
+    """Instantiate a backend (connects lazily or raises EngineUnavailable); with ``settings``
+    (:func:`context_settings`), for that endpoint instead of the environment's.
+
+    A backend reads its settings when it is made (the LXC path) or when it connects (Docker,
+    LXD): it is made here with them in the environment too (under a lock, then put back), and
+    must be used where they are bound (:func:`bound`, :func:`bind`)."""
+    cls = backend_class(name)
+    if settings is None:
+        return cls()
+    with bound(settings), _ENVIRON:
+        saved = {k: os.environ.get(k, "") for k in settings}
+        try:
+            apply_to_process(settings)
+            return cls()
+        finally:
+            apply_to_process(saved)
+
+
+def apply_to_process(settings: Mapping[str, str]) -> None:
+    """Make ``settings`` the environment of this process (one context for the whole run, as
+    ``--lxcpath`` does): every thread and every engine tool cman runs sees them."""
+    for k, v in settings.items():
+        if v:
+            os.environ[k] = v
+        else:
+            os.environ.pop(k, None)
 
 
 def quick_reachable(name: str) -> bool:

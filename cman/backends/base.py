@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import ContainerNotFound, Unsupported
 from ..models import (
+    ClusterMember,
     Container,
     ContainerSpec,
     EngineStatus,
@@ -42,6 +43,7 @@ from ..models import (
 )
 
 if TYPE_CHECKING:
+    from ..cgroups.counters import CpuCounters
     from ..network.spec import Network, NetworkSpec
 
 
@@ -67,9 +69,16 @@ class Feature(StrEnum):
     """A container's resolv.conf shows its network's DNS servers."""
     CPU_STATS = "cpu-stats"
     """CPU accounting from the cgroup files of this host."""
+    API_CPU_STATS = "api-cpu-stats"
+    """CPU counters from the engine's own API (:meth:`Backend.cpu_counters`): how ``stats``
+    samples containers that run on another host."""
     REMOTE = "remote"
     NESTING = "nesting"
     """Containers inside a container (``ContainerSpec.nesting``: Docker in LXD or LXC)."""
+    CLUSTER = "cluster"
+    """The engine can be a cluster of hosts (an LXD cluster): ``run --target MEMBER``, each
+    container's ``location``, and the members in ``engine status``. Whether the daemon is a
+    cluster member is asked by ``require(Feature.CLUSTER)`` only, never by ``features()``."""
 
 
 LOCAL_ONLY = frozenset({Feature.NO_ICC, Feature.NETWORK_DNS, Feature.CPU_STATS})
@@ -181,6 +190,11 @@ class Backend(abc.ABC):
         if why is None and feature in self.capabilities and not where.local:
             why = f"the engine is not on this host ({where.why or where.endpoint})"
         raise Unsupported(self.name, str(feature), why)
+
+    def cluster_members(self) -> list[ClusterMember]:
+        """The members of the cluster this engine belongs to, with their state. Raises
+        Unsupported unless the instance has ``Feature.CLUSTER``."""
+        raise Unsupported(self.name, str(Feature.CLUSTER))
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Optional."""
@@ -311,6 +325,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def init_pid(self, ref: str) -> int | None:
         """Host PID of the container's init process, or None when it is not running."""
+
+    def cpu_counters(self, ids: Sequence[str]) -> dict[str, CpuCounters | None]:
+        """Container ID -> cumulative CPU counters as the engine's API reports them (None for a
+        container that stopped or vanished); ``user_ns``/``system_ns`` are None where the
+        engine does not split them. For engines elsewhere: a local one is read from cgroups."""
+        raise Unsupported(self.name, str(Feature.API_CPU_STATS))
 
     def init_pids(self, containers: Sequence[Container]) -> dict[str, int | None]:
         """Container ID -> host PID of its init, for many containers at once (``stats``).

@@ -147,6 +147,12 @@ class CpuSampler(Generic[K]):
         """Drop a key's baseline (the container was removed)."""
         self._baselines.pop(key, None)
 
+    def seed(self, key: K, pid: int, counters: CpuCounters, timestamp_ns: int) -> None:
+        """Make ``counters``, read at ``timestamp_ns`` (this sampler's clock) without the PID,
+        the baseline of ``key``: the next :meth:`sample` gives rates if ``pid``'s cgroup is
+        the one they came from, and a new baseline (RESTARTED) if it is not."""
+        self._baselines[key] = _Baseline(pid, timestamp_ns, counters)
+
     def sample(self, key: K, pid: int) -> CpuSample:
         """Read `pid`'s cgroup counters now and compare with the last sample of `key`.
 
@@ -162,6 +168,12 @@ class CpuSampler(Generic[K]):
         except CgroupUnreadable as err:
             # Keep the baseline: if the next read works, its rate spans both intervals.
             return CpuSample(SampleStatus.UNREADABLE, pid, now, note=str(err))
+        return self.compare(key, pid, counters, now)
+
+    def compare(self, key: K, pid: int, counters: CpuCounters, now: int | None = None) -> CpuSample:
+        """Rates of ``counters`` (read at ``now``) against the last reading of ``key``, which
+        they replace: :meth:`sample` for counters read elsewhere (an engine's API, ``pid`` 0)."""
+        now = self._clock() if now is None else now
         previous = self._baselines.get(key)
         self._baselines[key] = _Baseline(pid, now, counters)
         cpus = self.online_cpus

@@ -28,6 +28,7 @@ COMMANDS = {
     "search": "search",
     "profile": "profile",
     "provision": "provision",
+    "context": "context",
 }
 """Top-level command -> the module that defines it. Only that module is loaded and
 turned into click commands for a run (~60 ms saved on every call); --help and
@@ -50,17 +51,27 @@ def _global(
         str | None,
         typer.Option("--lxcpath", "-P", help="LXC containers' directory for the lxc backend (default /var/lib/lxc, or $CMAN_LXC_PATH)."),
     ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option("--context", "-c", metavar="NAME",
+                     help="Talk to this context's engine (see `cman context`); all: every context (ps, images, stats). "
+                          "Default: $CMAN_CONTEXT, else the one `cman context use` chose, else none."),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
+    s = Session(backend_option=backend, debug=debug or bool(os.environ.get("CMAN_DEBUG")))
+    ctx.obj = s
+    ctx.call_on_close(s.close)  # ends kept connections (Docker over ssh) before cman exits
+    if ctx.invoked_subcommand != "context":  # `cman context ...` works whatever the current one is
+        s.use_context(context)
     if lxcpath is not None:
         from ..validate import check_config_value
 
         # The lxc backend reads its path from the environment, as its subprocesses do.
         os.environ["CMAN_LXC_PATH"] = check_config_value("--lxcpath", lxcpath)
-    ctx.obj = Session(backend_option=backend, debug=debug or bool(os.environ.get("CMAN_DEBUG")))
 
 
 def _invoked_command(argv: list[str]) -> str | None:
@@ -69,7 +80,7 @@ def _invoked_command(argv: list[str]) -> str | None:
     for arg in argv:
         if skip_value:
             skip_value = False
-        elif arg in ("--backend", "-B", "--lxcpath", "-P"):
+        elif arg in ("--backend", "-B", "--lxcpath", "-P", "--context", "-c"):
             skip_value = True
         elif not arg.startswith("-"):
             return arg if arg in COMMANDS else None

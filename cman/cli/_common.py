@@ -7,8 +7,9 @@ Backends are loaded on first use, so a command imports only the engines it touch
 from __future__ import annotations
 
 import json
+import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -16,20 +17,67 @@ import typer
 
 from .. import backends
 from ..backends.base import Backend
-from ..errors import AmbiguousName, CmanError, ContainerNotFound, NoEngine, UsageError
+from ..errors import AmbiguousName, CmanError, ContainerNotFound, ExitCode, NoEngine, UsageError
 from ..models import StdIO
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 @dataclass
 class Session:
     backend_option: str | None = None
     debug: bool = False
+    context: str | None = None
+    """The context of the whole run (--context, $CMAN_CONTEXT, `context use`); its settings are
+    in this process's environment and its backend is ``backend_option``."""
+    all_contexts: bool = False
+    """``--context all``: ps, images and stats ask every context (:meth:`each_context`)."""
     _loaded: dict[str, Backend] = field(default_factory=dict)
+    _elsewhere: dict[str, Backend] = field(default_factory=dict)
+    """Backends of other contexts (``CONTEXT/NAME``), by context name."""
+    settings: Mapping[str, str] | None = None
+    """A context's settings, bound in whichever thread asks :meth:`backend` (the threads a
+    collection starts inherit no binding): see :meth:`for_backend`."""
+
+    def use_context(self, option: str | None) -> None:
+        """Apply the run's context: --context > $CMAN_CONTEXT > the current one > none.
+
+        Without any, nothing is imported and nothing changes (``cman ps`` as before)."""
+        from os import environ
+
+        from ..config import config_dir
+
+        if not (option or environ.get("CMAN_CONTEXT") or (config_dir() / "contexts" / "current").exists()):
+            return
+        from .. import contexts
+
+        name, source = contexts.selected(option)
+        if name is None:
+            return
+        if name == contexts.ALL:
+            self.all_contexts = True
+            if self.backend_option:  # --backend B with all: the contexts of that engine
+                backends.checked(self.backend_option)
+            return
+        chosen = contexts.load(name, source=source)
+        if self.backend_option and self.backend_option != chosen.backend:
+            raise UsageError(f"--backend {self.backend_option} does not match context {name}, "
+                             f"which is {chosen.backend}", hint="drop --backend, or choose another context")
+        backends.apply_to_process(chosen.settings)
+        self.backend_option = chosen.backend
+        self.context = chosen.name
+
+    def _one(self) -> None:
+        if self.all_contexts:
+            raise UsageError("--context all works with ps, images and stats",
+                             hint="name one context, or address a container as CONTEXT/NAME")
 
     def backend(self, name: str | None = None) -> Backend:
         """The named backend, else --backend / $CMAN_BACKEND / the first reachable one."""
+        self._one()
+        if self.settings is not None:
+            backends.bind(self.settings)
         chosen = name or backends.default_name(self.backend_option)
         if chosen not in self._loaded:
             self._loaded[chosen] = backends.load(chosen)
@@ -41,6 +89,7 @@ class Session:
         backends.check_image(ref, self.explicit_backend())
 
     def explicit_backend(self) -> str | None:
+        self._one()
         return backends.explicit_name(self.backend_option)
 
     def listing_backends(self) -> list[str]:
@@ -54,7 +103,14 @@ class Session:
         return found
 
     def resolve(self, ref: str) -> tuple[Backend, str]:
-        """NAME or BACKEND:NAME -> (backend, name); ambiguity is an error that says what to write."""
+        """NAME, BACKEND:NAME, CONTEXT/NAME or CONTEXT/BACKEND:NAME -> (backend, name); ambiguity
+        is an error that says what to write. A CONTEXT/ ref binds that context's endpoint to
+        this thread until the next resolve (the caller uses the backend right away)."""
+        head, slash, rest = ref.partition("/")
+        if slash and head and rest and _CONTEXT_NAME.fullmatch(head):
+            return self._in_context(head, rest)
+        if self._elsewhere:
+            backends.bind(None)  # this run's own endpoint again, after a CONTEXT/NAME bound another
         prefix, name = backends_split(ref)
         if prefix:
             return self.backend(prefix), name
@@ -82,9 +138,91 @@ class Session:
             raise AmbiguousName(name, hits)
         return self.backend(hits[0]), name
 
+    def _in_context(self, name: str, ref: str) -> tuple[Backend, str]:
+        from .. import contexts
+
+        if name == self.context:  # the run's own context: its settings are the environment's
+            prefix, cname = backends_split(ref)
+            if prefix and prefix != self.backend_option:
+                raise UsageError(f"context {name} is {self.backend_option}, not {prefix}", hint=f"write {name}/{cname}")
+            return self.backend(), cname
+        found = contexts.load(name)
+        prefix, cname = backends_split(ref)
+        if prefix and prefix != found.backend:
+            raise UsageError(f"context {name} is {found.backend}, not {prefix}", hint=f"write {name}/{cname}")
+        if name not in self._elsewhere:
+            self._elsewhere[name] = backends.load(found.backend, found.settings)
+        backends.bind(found.settings)
+        return self._elsewhere[name], cname
+
+    def for_backend(self, backend: Backend) -> Session:
+        """A session whose one backend is ``backend``, for this thread's context (in
+        :meth:`each_context`'s work): its endpoint is bound wherever the backend is asked for."""
+        return Session(backend_option=backend.name, debug=self.debug, _loaded={backend.name: backend},
+                       settings=backends.bound_settings())
+
+    def contexts_to_ask(self) -> list[str]:
+        """``--context all``: the stored contexts (of --backend's engine, when given)."""
+        from .. import contexts
+
+        found = contexts.names()
+        if not found:
+            raise UsageError("no context is stored", hint="create one: cman context create NAME --docker URL")
+        return found
+
+    def each_context(self, work: Callable[[Backend], T]) -> list[tuple[str, T]]:
+        """``--context all``: ``work`` on every context's backend at once (a thread each, so the
+        wall time is the slowest context's, not the sum), as (context, result) in name order.
+
+        A context that fails (unreachable, a bad file) is one line on stderr
+        (``cman: context X: ...``) and the others are still returned. When none answered:
+        exit 5 (engine unavailable), after those lines."""
+        import threading
+
+        from .. import contexts
+
+        made: list[tuple[str, Backend, Mapping[str, str]]] = []
+        errors: dict[str, BaseException] = {}
+        for name in self.contexts_to_ask():
+            try:  # loaded and made here, one after the other: imports are not for threads
+                found = contexts.load(name)
+                if self.backend_option and found.backend != self.backend_option:
+                    continue
+                made.append((name, backends.load(found.backend, found.settings), found.settings))
+            except CmanError as err:
+                errors[name] = err
+        results: dict[str, T] = {}
+
+        def ask(name: str, backend: Backend, settings: Mapping[str, str]) -> None:
+            with backends.bound(settings):
+                try:
+                    results[name] = work(backend)
+                except BaseException as err:  # reported (or raised again) in the caller's thread
+                    errors[name] = err
+                finally:
+                    backend.close()
+
+        threads = [threading.Thread(target=ask, args=item, name=f"context-{item[0]}", daemon=True) for item in made]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for name in sorted(errors):
+            failure = errors[name]
+            if not isinstance(failure, CmanError):
+                raise failure
+            say_error(f"context {name}: {failure}")
+        if not results and (errors or made):
+            raise typer.Exit(int(ExitCode.UNAVAILABLE))
+        return [(name, results[name]) for name in sorted(results)]
+
     def close(self) -> None:
-        for b in self._loaded.values():
+        for b in [*self._loaded.values(), *self._elsewhere.values()]:
             b.close()
+
+
+_CONTEXT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+"""A context's name (:data:`cman.contexts.NAME_RE`, repeated so a plain ref imports nothing)."""
 
 
 def backends_split(ref: str) -> tuple[str | None, str]:

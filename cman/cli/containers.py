@@ -31,6 +31,8 @@ DnsSearchOpt = Annotated[
 Names = Annotated[list[str], typer.Argument(help="NAME or BACKEND:NAME.", show_default=False)]
 ProfileOpt = Annotated[list[str] | None, typer.Option(
     "--profile", help="Settings from this profile (repeatable: later ones win; flags win over all; see `cman profile ls`).")]
+TargetOpt = Annotated[str | None, typer.Option(
+    "--target", help="The cluster member to put the container on (LXD clusters; @GROUP for a cluster group).")]
 PrivilegedOpt = Annotated[bool, typer.Option(
     "--privileged", help="Run without the engine's confinement (user namespace, AppArmor, capabilities); cman says so on stderr.")]
 
@@ -72,6 +74,7 @@ def _spec(
     dns_search: list[str] | None = None,
     privileged: bool = False,
     profile: Profile | None = None,
+    target: str | None = None,
 ) -> ContainerSpec:
     """The spec from the merged profiles, then the flags over them (README "Profiles": flags win;
     ``-e``/``--label`` merge by key, ``--dns``/``--dns-search``/``--network`` replace)."""
@@ -87,13 +90,16 @@ def _spec(
             ip = str(parse_host_address(ip, None, "--ip"))
         dns = list(check_dns_servers(dns or ()))
         dns_search = list(check_search_domains(dns_search or ()))
+    from dataclasses import replace
+
     from ..lifecycle import spec_with_profile
 
-    return spec_with_profile(
+    return replace(spec_with_profile(
         profile, image=image, name=name, command=tuple(command or ()), env=parse_env(env or []),
         labels=parse_labels(label or []), tty=tty, interactive=interactive,
         cpus=parse_cpus(cpus) if cpus is not None else None, memory=parse_size(memory) if memory is not None else None,
-        network=network, ip=ip, dns=tuple(dns or ()), dns_search=tuple(dns_search or ()), privileged=privileged)
+        network=network, ip=ip, dns=tuple(dns or ()), dns_search=tuple(dns_search or ()), privileged=privileged),
+        target=target)
 
 
 def _profile(names: list[str] | None) -> Profile | None:
@@ -131,10 +137,28 @@ def _print_containers(items: list[Container], as_json: bool) -> None:
     if as_json:
         print_json([c.to_dict() for c in items])
         return
+    # LOCATION only when some engine is a cluster: its member, "-" for the others.
+    located = any(c.location for c in items)
     print_table(
-        ["BACKEND", "NAME", "ID", "IMAGE", "STATE", "STATUS"],
-        [[c.backend, c.name, c.id[:12], c.image, c.state, c.status] for c in items],
+        ["BACKEND", "NAME", "ID", "IMAGE", "STATE", "STATUS", *(["LOCATION"] if located else [])],
+        [[c.backend, c.name, c.id[:12], c.image, c.state, c.status, *([c.location or "-"] if located else [])]
+         for c in items],
     )
+
+
+def _print_in_contexts(found: list[tuple[str, Container]], as_json: bool, quiet: bool) -> None:
+    """``ps --context all``: a CONTEXT column first (a ``context`` key), addresses as CONTEXT/BACKEND:NAME."""
+    if quiet:
+        sys.stdout.write("".join(f"{where}/{c.ref}\n" for where, c in found))
+    elif as_json:
+        print_json([{"context": where, **c.to_dict()} for where, c in found])
+    else:
+        located = any(c.location for _, c in found)
+        print_table(
+            ["CONTEXT", "BACKEND", "NAME", "ID", "IMAGE", "STATE", "STATUS", *(["LOCATION"] if located else [])],
+            [[where, c.backend, c.name, c.id[:12], c.image, c.state, c.status,
+              *([c.location or "-"] if located else [])] for where, c in found],
+        )
 
 
 def register(app: typer.Typer, only: str | None = None) -> None:
@@ -160,6 +184,7 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         dns_search: DnsSearchOpt = None,
         privileged: PrivilegedOpt = False,
         profile: ProfileOpt = None,
+        target: TargetOpt = None,
     ) -> None:
         """Create and start a container; the command's exit code becomes cman's."""
         from .. import lifecycle
@@ -167,7 +192,7 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         try:
             merged = _profile(profile)
             spec = _spec(image, command, name, env, label, cpus, memory, interactive, tty,
-                         network, ip, dns, dns_search, privileged, merged)
+                         network, ip, dns, dns_search, privileged, merged, target)
             backend = _prepare(ctx, spec, merged, network)
             outcome = lifecycle.run(
                 backend,
@@ -207,13 +232,14 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         dns_search: DnsSearchOpt = None,
         privileged: PrivilegedOpt = False,
         profile: ProfileOpt = None,
+        target: TargetOpt = None,
     ) -> None:
         """Create a container without starting it; print its ID."""
         from .. import lifecycle
 
         merged = _profile(profile)
         spec = _spec(image, command, name, env, label, cpus, memory, interactive, tty, network, ip, dns, dns_search,
-                     privileged, merged)
+                     privileged, merged, target)
         backend = _prepare(ctx, spec, merged, network)
         sys.stdout.write(lifecycle.create(backend, spec, on_progress=pull_progress_printer()).id + "\n")
 
@@ -224,8 +250,13 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         as_json: Json = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only names, as BACKEND:NAME.")] = False,
     ) -> None:
-        """List containers on every reachable backend (or the chosen one)."""
+        """List containers on every reachable backend (or the chosen one); with --context all, in
+        every context at once (exit 0 when at least one answered)."""
         s = session(ctx)
+        if s.all_contexts:
+            found = s.each_context(lambda b: b.containers(all=all_))
+            _print_in_contexts([(where, c) for where, listed in found for c in listed], as_json, quiet)
+            return
         items: list[Container] = []
         for bname in s.listing_backends():
             try:

@@ -8,8 +8,9 @@ import typer
 
 from .. import backends
 from ..backends.base import Feature
-from ..errors import CmanError, ExitCode
-from ._common import print_json, print_table, session
+from ..errors import CmanError, ExitCode, Unsupported
+from ..models import ClusterMember, EngineStatus
+from ._common import print_json, print_table, session, warn
 
 
 def _features(name: str) -> frozenset[Feature]:
@@ -24,6 +25,30 @@ def _features(name: str) -> frozenset[Feature]:
         backend.close()
 
 
+def _members(status: EngineStatus) -> list[ClusterMember] | None:
+    """The cluster members of a reachable engine that is clustered; None for one that is not.
+    A failure to list them is a warning, not a failed status."""
+    if not status.reachable or Feature.CLUSTER not in backends.backend_class(status.backend).capabilities:
+        return None
+    try:
+        backend = backends.load(status.backend)
+    except CmanError:
+        return None
+    try:
+        return backend.cluster_members()
+    except Unsupported:
+        return None  # not a cluster member
+    except CmanError as err:
+        warn(f"{status.backend}: cannot list the cluster members: {err}")
+        return None
+    finally:
+        backend.close()
+
+
+def _jsonable_members(found: list[ClusterMember] | None) -> list[dict[str, object]] | None:
+    return None if found is None else [m.to_dict() for m in found]
+
+
 def register(app: typer.Typer, only: str | None = None) -> None:
     """Define the commands; add to ``app`` only ``only`` when given."""
     engine_app = typer.Typer(help="Engines: status and features.", no_args_is_help=True)
@@ -36,8 +61,9 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         explicit = session(ctx).explicit_backend()
         names = [explicit] if explicit else backends.names()
         results = [backends.backend_class(n).probe() for n in names]
+        members = {r.backend: _members(r) for r in results}
         if as_json:
-            print_json([r.to_dict() for r in results])
+            print_json([{**r.to_dict(), "cluster_members": _jsonable_members(members[r.backend])} for r in results])
         else:
             yn = {True: "yes", False: "no"}
             print_table(
@@ -47,6 +73,11 @@ def register(app: typer.Typer, only: str | None = None) -> None:
             for r in results:
                 if not r.reachable:
                     typer.echo(f"{r.backend}: {r.problem}\n  fix: {r.fix}")
+            for bname, found in members.items():
+                if found is not None:
+                    typer.echo(f"\n{bname} cluster members:")
+                    print_table(["MEMBER", "STATUS", "URL", "ROLES", "MESSAGE"],
+                                [[m.name, m.status, m.url, ",".join(m.roles) or "-", m.message] for m in found])
         if not all(r.reachable for r in results):
             raise typer.Exit(int(ExitCode.UNAVAILABLE))
 

@@ -124,15 +124,18 @@ class _LazyBar:
             self.bar.close()
 
 
-def _print_images(items: list[Image], as_json: bool) -> None:
+def _print_images(items: list[Image], as_json: bool, contexts: list[str] | None = None) -> None:
+    """With ``contexts`` (``--context all``: each image's context), a CONTEXT column and key first."""
+    where = contexts or [""] * len(items)
     if as_json:
-        print_json([i.to_dict() for i in items])
+        print_json([{**({"context": c} if contexts else {}), **i.to_dict()} for c, i in zip(where, items, strict=True)])
         return
     rows = []
-    for i in items:
+    for c, i in zip(where, items, strict=True):
         for tag in i.tags or ("<none>",):
-            rows.append([i.backend, tag, i.id.removeprefix("sha256:")[:12], i.created and i.created.strftime("%Y-%m-%d %H:%M"), human_size(i.size)])
-    print_table(["BACKEND", "IMAGE", "ID", "CREATED", "SIZE"], rows)
+            rows.append([*([c] if contexts else []), i.backend, tag, i.id.removeprefix("sha256:")[:12],
+                         i.created and i.created.strftime("%Y-%m-%d %H:%M"), human_size(i.size)])
+    print_table([*(["CONTEXT"] if contexts else []), "BACKEND", "IMAGE", "ID", "CREATED", "SIZE"], rows)
 
 
 def register(app: typer.Typer, only: str | None = None) -> None:
@@ -159,6 +162,10 @@ def register(app: typer.Typer, only: str | None = None) -> None:
 
     def _ls(ctx: typer.Context, as_json: bool) -> None:
         s = session(ctx)
+        if s.all_contexts:  # every context at once; exit 0 when at least one answered
+            found = [(where, i) for where, listed in s.each_context(lambda b: b.images()) for i in listed]
+            _print_images([i for _, i in found], as_json, [where for where, _ in found])
+            return
         items: list[Image] = []
         for bname in s.listing_backends():
             items.extend(s.backend(bname).images())

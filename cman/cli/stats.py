@@ -148,6 +148,23 @@ def _print_rows(rows: Sequence[Row], as_json: bool) -> None:
     else:
         print_table(HEADERS, [table_row(r) for r in rows])
 
+def _in_contexts(s: Session, names: Sequence[str], all_: bool, no_stream: bool, seconds: float, prefer: Prefer,
+                 as_json: bool) -> None:
+    """``stats --context all --no-stream``: each context's own collection, all at once, with a
+    CONTEXT column (a ``context`` key) first; exit 0 when at least one context answered."""
+    from ..stats import Selection, StatsCollector
+
+    if not no_stream or names:
+        raise UsageError("stats --context all samples every context once, without names",
+                         hint="add --no-stream, and name containers as CONTEXT/NAME in `cman --context C stats`")
+    found = s.each_context(lambda b: by_name(_rows(StatsCollector(
+        s.for_backend(b), Selection(all=all_, refs=()), prefer=prefer).measure(seconds))))
+    if as_json:
+        print_json([{"context": where, **row} for where, rows in found for row in rows])
+    else:
+        print_table(["CONTEXT", *HEADERS], [[where, *table_row(row)] for where, rows in found for row in rows])
+
+
 # -- commands ------------------------------------------------------------------------------
 
 
@@ -181,6 +198,9 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         seconds = parse_interval(interval)
         prefer = _prefer(cgroup)
         names = names or []
+        if s.all_contexts:
+            _in_contexts(s, names, all_, no_stream, seconds, prefer, as_json)
+            return
         if no_stream and not no_monitor and prefer == "auto":
             rows = _from_monitor(s, names, all_, pidfile)
             if rows is not None:

@@ -26,6 +26,9 @@ KEYCTL_PROBE = ("perl", "-e", "use POSIX; my %nr = (x86_64 => 250, aarch64 => 21
 """keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL), which runc calls for every container (perl-base is
 in every Debian rootfs). Exit 3: an architecture this probe does not know."""
 
+DOCKER_PROBE = ("sh", "-c", "command -v dockerd >/dev/null && command -v docker >/dev/null || exit 1")
+"""Exit 0 when both Docker programs are on the PATH, 1 when either is missing."""
+
 CGROUPS_MOUNT = ("sh", "-c", "if command -v cgroupfs-mount >/dev/null; then exec cgroupfs-mount; fi; "
                  "mountpoint -q /sys/fs/cgroup || mount -t tmpfs -o uid=0,gid=0,mode=0755 cgroup /sys/fs/cgroup; "
                  "for c in $(awk '!/^#/ && $4 == 1 {print $1}' /proc/cgroups); do "

@@ -22,7 +22,7 @@ from ..models import State
 from . import faults
 from .container import SystemContainer, debian_target
 from .faults import OK, PROBLEM, WARNING, Finding
-from .guest import CGROUPS_MOUNT, KEYCTL_PROBE, NESTING_PROBE, Guest
+from .guest import CGROUPS_MOUNT, DOCKER_PROBE, KEYCTL_PROBE, NESTING_PROBE, Guest
 from .spec import CHECK_WORDS, DAEMON_JSON, FLAVOUR, PACKAGES, HostSpec
 from .steps import Notify, Report, Step, ok, problem, run_steps
 
@@ -120,9 +120,17 @@ class DockerHost:
         return faults.check_apparmor(confined_host, label, runc)
 
     def check_docker(self) -> Finding:
-        if self.guest.ok(["sh", "-c", "command -v dockerd && command -v docker"]):
-            return ok("docker", self.guest.text(["dockerd", "--version"]).strip())
-        return problem("docker", "docker.io is not installed", faults.FIXES["docker"])
+        # Exit 1 is the shell's "not found"; any other failure is the probe's own (an exec
+        # that went wrong on a loaded engine), asked once more before it counts as missing.
+        for _ in range(2):
+            done = self.guest.run(DOCKER_PROBE, timeout=60)
+            if done.exit_code == 0:
+                return ok("docker", self.guest.text(["dockerd", "--version"]).strip())
+            if done.exit_code == 1:
+                return problem("docker", "docker.io is not installed", faults.FIXES["docker"])
+        said = (done.stdout + done.stderr).decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+        return problem("docker", f"could not check for docker.io (exit {done.exit_code}) {said[0]}".strip(),
+                       faults.FIXES["docker"])
 
     def install_docker(self, _found: Finding) -> str:
         done = self.guest.run([*APT_INSTALL, "docker.io", "cgroupfs-mount"], timeout=900)

@@ -27,6 +27,7 @@ from .._sys.files import atomic_write
 from ..errors import CmanError
 from . import metrics
 from .config import MonitorConfig, MonitorError, MonitorRunning, default_pidfile, format_listen, state_file_for
+from .lister import Lister
 from .pidfile import PidFile, lock_holder
 from .state import MonitorState, read_state, snapshot_document
 
@@ -40,6 +41,8 @@ STOP_TIMEOUT = 10.0
 KILL_WAIT = 5.0
 """Seconds ``stop`` waits for the daemon to vanish after SIGKILL before it gives up."""
 READY_TIMEOUT = 30.0
+LISTING_TIMEOUT = 60.0
+"""Seconds the first pass waits for the first listing (an engine that is starting)."""
 
 
 def _log() -> logging.Logger:
@@ -68,6 +71,7 @@ class Monitor:
         self._thread: threading.Thread | None = None
         self._pidfile = PidFile(config.pidfile_path)
         self._last_errors: dict[str, str] = {}
+        self.lister = Lister(self.collector, config.interval, self.stopping)
 
     # -- set-up --
 
@@ -108,7 +112,10 @@ class Monitor:
     # -- the loop --
 
     def pass_once(self) -> Snapshot:
-        snapshot = self.collector.tick()
+        """Sample the containers of the latest listing (:class:`.lister.Lister`)."""
+        snapshot = self.collector.tick(self.lister.latest(timeout=LISTING_TIMEOUT))
+        if any(r.status == "gone" for r in snapshot.rows):
+            self.lister.poke()  # a container went (or restarted): learn which now, not in FULL_EVERY
         doc = snapshot_document(snapshot, self.config, self.started)
         data = json.dumps(doc, separators=(",", ":")).encode()
         self._document = data
@@ -124,6 +131,7 @@ class Monitor:
     def loop(self) -> None:
         """Sample every interval until :attr:`stopping` is set (SIGTERM, SIGINT)."""
         interval = self.config.interval
+        self.lister.start()
         next_at = time.monotonic()
         failing = ""
         while not self.stopping.is_set():

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from cman.backends.docker import DockerBackend
+from cman.models import State
 
 from ..conftest import PREFIX, assert_clean_error, cli, not_selected, require_root, unavailable
 from .docker_proxy import RecordingProxy
@@ -219,6 +220,23 @@ def test_detached_container_over_ssh(ssh_host: SshHost, names: list[str]) -> Non
     assert _ssh_clients(ssh_host.alias) == [], "cman left ssh clients running"
 
 
+def test_stats_over_ssh_come_from_the_engine_api(ssh_host: SshHost, names: list[str]) -> None:
+    """Issue 10: a Docker behind ssh:// is another host's, so `stats` reads Docker's stats
+    endpoint twice over the interval, with the same columns (Docker splits user and system)."""
+    env = ssh_host.env
+    busy = f"{PREFIX}-ssh-busy"
+    names.append(busy)
+    run = cli("run", "-d", "--name", busy, IMAGE, "sh", "-c", "while :; do :; done", backend="docker", env=env)
+    assert run.returncode == 0, run.stderr
+    proc = cli("stats", "--no-stream", "--json", "--interval", "2", busy, backend="docker", env=env)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)[0]
+    assert (row["status"], row["cgroup_version"], row["pid"]) == ("ok", "docker-api", None), row
+    assert row["cpu_percent"] > 20 and row["interval_s"] >= 1.5, row
+    assert row["cpu_user_percent"] is not None and row["cpu_system_percent"] is not None, row
+    assert cli("rm", "-f", busy, backend="docker", env=env).returncode == 0
+
+
 def test_unreachable_ssh_host_is_one_clean_error(ssh_host: SshHost) -> None:
     port = _free_port()  # nothing listens there
     t0 = time.monotonic()
@@ -244,3 +262,70 @@ def test_ssh_requests_are_versioned_after_one_ping(ssh_host: SshHost) -> None:
     pinned = cli("ps", backend="docker", env={**ssh_host.env, "DOCKER_API_VERSION": "1.40"})
     assert pinned.returncode == 0, pinned.stderr
     assert ssh_host.proxy.requests()[-1] == ("GET", "/v1.40/containers/json")
+
+
+def test_one_ssh_for_many_requests_in_one_process(ssh_host: SshHost, names: list[str],
+                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ps + inspect + stop in ONE cman process go over one kept `ssh ... dial-stdio` (HTTP/1.1
+    keep-alive), not one ssh each. Counted twice: by an `ssh` first on PATH that logs each
+    start, and by the connections the far end's dial-stdio made to the daemon."""
+    name = f"{PREFIX}-keep"
+    names.append(name)
+    local = {"DOCKER_HOST": "unix:///var/run/docker.sock"}
+    made = cli("run", "-d", "--name", name, IMAGE, "sleep", "300", backend="docker", env=local)
+    assert made.returncode == 0, made.stderr
+
+    real_ssh = shutil.which("ssh")
+    assert real_ssh is not None
+    log = tmp_path / "ssh-starts"
+    wrapper = tmp_path / "bin" / "ssh"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$$" >> {log}\nexec {real_ssh} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    for k, v in ssh_host.env.items():
+        monkeypatch.setenv(k, v)
+    before = _cman_connections(ssh_host.proxy)
+
+    backend = DockerBackend()
+    try:
+        assert name in {c.name for c in backend.containers(all=True)}
+        assert backend.inspect(name).name == name
+        backend.stop(name, timeout=1)
+        assert backend.inspect(name).state == State.STOPPED
+    finally:
+        backend.close()
+    assert len(log.read_text().split()) == 1, "one ssh process for the whole session"
+    assert _cman_connections(ssh_host.proxy) - before == 1, "one daemon connection carried every request"
+    deadline = time.monotonic() + 5
+    while _ssh_clients(ssh_host.alias) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _ssh_clients(ssh_host.alias) == [], "close() ends the kept ssh"
+
+
+def test_kept_ssh_survives_the_far_end_closing_it(ssh_host: SshHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kept connection dies (the far end's dial-stdio or sshd went away): the next request
+    goes over a new ssh instead of failing."""
+    for k, v in ssh_host.env.items():
+        monkeypatch.setenv(k, v)
+    backend = DockerBackend()
+    try:
+        backend.containers()
+        transport = backend.api
+        idle = transport._idle  # type: ignore[attr-defined]
+        assert idle is not None and idle.ssh is not None
+        idle.ssh.proc.kill()  # the stream ends under the idle connection
+        idle.ssh.proc.wait(10)
+        backend.containers()
+        assert transport.dialed == 2  # type: ignore[attr-defined]
+    finally:
+        backend.close()
+
+
+def _cman_connections(proxy: RecordingProxy) -> int:
+    """Connections through the recording proxy that carried at least one of cman's requests."""
+    from .docker_proxy import _DOCKER_CLI, _REQUEST
+
+    with proxy._lock:
+        streams = list(proxy._seen)
+    return sum(1 for data in streams if any(not _DOCKER_CLI.search(m.group(3)) for m in _REQUEST.finditer(data)))

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from cman.backends.lxc import rootfs
 from cman.backends.lxc.idmap import host_has_apparmor, host_idmap
+from cman.backends.lxc.tools import Paths
 from cman.errors import CmanError
 
 from .lxc_lab import Lxc, private_lxc, wait_for
@@ -134,11 +136,12 @@ def test_containers_are_unprivileged_by_default(lx: Lxc, made: list[str]) -> Non
     assert ("lxc.apparmor.profile = generated" in config) == host_has_apparmor()
     inside = lx.cli("exec", name, "sh", "-c", "id -u; echo 'search cman.test' >> /etc/resolv.conf && echo wrote")
     assert inside.stdout.split() == ["0", "wrote"], inside.stderr
-    rootfs = lx.lxcpath / name / "rootfs"
-    for path in (rootfs, rootfs / "bin" / "busybox", rootfs / "etc" / "resolv.conf",
-                 rootfs / "var" / "log" / "cman" / "job.rc"):
-        st = path.stat()
-        assert (st.st_uid, st.st_gid) == idmap.root, path
+    layers = rootfs.layers(Paths(str(lx.lxcpath), name))
+    assert layers.lower == _cache(lx, lx.image), "an overlay over the image's shifted rootfs"
+    assert (layers.upper.stat().st_uid, layers.upper.stat().st_gid) == idmap.root
+    for rel in ("bin/busybox", "etc/resolv.conf", "var/log/cman/job.rc"):
+        st = rootfs.stat_file(layers, rel)
+        assert st is not None and (st.st_uid, st.st_gid) == idmap.root, rel
     meta = json.loads(lx.cli("inspect", name, "--json").stdout)[0]["extra"]
     assert meta["privileged"] is False and meta["idmap"] == [idmap.uid, idmap.gid, 65536]
     assert oct((lx.lxcpath / name / "cman.json").stat().st_mode & 0o777) == "0o600", "env may hold secrets"
@@ -187,7 +190,8 @@ def test_privileged_only_when_asked_and_said(lx: Lxc, made: list[str]) -> None:
     config = (lx.lxcpath / name / "config").read_text()
     assert "lxc.idmap" not in config and "userns.conf" not in config
     assert ("lxc.apparmor.profile = unconfined" in config) == host_has_apparmor()
-    assert (lx.lxcpath / name / "rootfs" / "bin" / "busybox").stat().st_uid == 0, "the plain rootfs"
+    busybox = rootfs.stat_file(rootfs.layers(Paths(str(lx.lxcpath), name)), "bin/busybox")
+    assert busybox is not None and busybox.st_uid == 0, "the image's rootfs, unshifted"
     assert json.loads(lx.cli("inspect", name, "--json").stdout)[0]["extra"]["privileged"] is True
 
 

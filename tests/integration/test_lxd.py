@@ -525,6 +525,48 @@ def https_remote(backend: LxdBackend, image: str, tmp_path_factory: pytest.TempP
             lxc_client("config", "unset", "core.https_address", check=False)
 
 
+@pytest.fixture
+def elsewhere(https_remote: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The daemon on the address of a bridge of the test's own (10.253.X.1, no ports): only
+    loopback counts as this host to cman, so this endpoint is a remote one. The certificate
+    names no such address, hence CMAN_LXD_VERIFY=false (a client's explicit choice)."""
+    dev, addr = f"cmt{secrets.token_hex(4)}", f"10.253.{secrets.randbelow(250) + 1}.1"
+    old_address = lxc_client("config", "get", "core.https_address").stdout.strip()
+    subprocess.run(["ip", "link", "add", dev, "type", "bridge"], check=True, timeout=30)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{addr}/32", "dev", dev], check=True, timeout=30)
+        subprocess.run(["ip", "link", "set", dev, "up"], check=True, timeout=30)
+        port = _free_port()
+        lxc_client("config", "set", "core.https_address", f"{addr}:{port}")
+        yield {**{k: v for k, v in https_remote.items() if k.startswith("CMAN_")},
+               "CMAN_LXD_ENDPOINT": f"https://{addr}:{port}", "CMAN_LXD_VERIFY": "false"}
+    finally:
+        lxc_client("config", "set", "core.https_address", old_address, check=False)
+        subprocess.run(["ip", "link", "del", dev], check=False, timeout=30)
+
+
+def test_stats_on_a_remote_come_from_the_api(elsewhere: dict[str, str], image: str, names: list[str]) -> None:
+    """Issue 10: an LXD on another host's address is sampled through LXD's instance state,
+    twice over the interval: the same columns, and no user/system split (LXD has none)."""
+    env = elsewhere
+    status = json.loads(cli("engine", "status", "--json", backend="lxd", env=env).stdout)[0]
+    assert status["reachable"] is True, status
+    busy, idle = new_name(names, "api-busy"), new_name(names, "api-idle")
+    for name, cmd in ((busy, ["sh", "-c", "while :; do :; done"]), (idle, ["sleep", "300"])):
+        proc = cli("run", "-d", "--name", name, image, *cmd, backend="lxd", env=env)
+        assert proc.returncode == 0, proc.stderr
+    proc = cli("stats", "--no-stream", "--json", "--interval", "2", busy, idle, backend="lxd", env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    for row in rows.values():
+        assert (row["status"], row["cgroup_version"], row["pid"]) == ("ok", "lxd-api", None), row
+        assert row["cpu_user_percent"] is None and row["cpu_system_percent"] is None, row
+        assert row["cpu_usage_ns"] > 0 and row["interval_s"] >= 1.5, row
+    assert rows[busy]["cpu_percent"] > 20 and rows[idle]["cpu_percent"] < 5, rows
+    human = cli("stats", "--no-stream", "--interval", "0.5", busy, backend="lxd", env=env)
+    assert human.returncode == 0 and busy in human.stdout, human.stderr
+
+
 def test_remote_over_https(https_remote: dict[str, str], backend: LxdBackend, image: str, names: list[str]) -> None:
     env = {k: v for k, v in https_remote.items() if k.startswith("CMAN_")}
 

@@ -109,8 +109,8 @@ def test_ssh_transport_speaks_http_through_ssh(tmp_path: Path, monkeypatch: pyte
     # one ssh per request; the version negotiated once (GET /_ping), then in every path
     got = [line.split(" | ") for line in (tmp_path / "got").read_text().splitlines()]
     assert all(argv.endswith("-l u -- h docker system dial-stdio") for argv, _ in got)
-    assert [line.strip() for _, line in got] == ["GET /_ping HTTP/1.0", "GET /v1.41/version HTTP/1.0",
-                                                 "GET /v1.41/info HTTP/1.0"]
+    assert [line.strip() for _, line in got] == ["GET /_ping HTTP/1.1", "GET /v1.41/version HTTP/1.1",
+                                                 "GET /v1.41/info HTTP/1.1"]
 
 
 def test_ssh_failure_is_a_connection_error_with_what_ssh_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cman.dockerhost import faults
 from cman.dockerhost.faults import OK, PROBLEM, WARNING, Finding
+from cman.dockerhost.provision import DockerHost
 from cman.dockerhost.spec import HostSpec
 from cman.dockerhost.steps import ProvisionFailed, Step, run_steps
 from cman.errors import ExitCode, UsageError
+from cman.models import ExecResult
 
 # Lines as dockerd, runc and the docker CLI print them (from this machine's logs, Docker's and
 # runc's issue trackers, and the Proxmox VE reports of the November 2025 runc change).
@@ -191,3 +194,49 @@ def test_a_step_that_stays_broken_stops_the_run_with_exit_8() -> None:
     assert err.value.exit_code == ExitCode.PROVISION_FAILED == 8
     assert str(err.value) == "provision step stuck failed (thing): broken: mend it"
     assert after.repairs == 0  # nothing after the failed step is touched
+
+
+class _Probes:
+    """A guest that answers the Docker probe with the given exit codes in turn (the judging only)."""
+
+    def __init__(self, *codes: int) -> None:
+        self.codes = list(codes)
+        self.asked = 0
+
+    def run(self, argv: list[str], **_kw: object) -> ExecResult:
+        if "dockerd" in argv and "--version" in argv:
+            return ExecResult(0, b"Docker version 20.10.24\n", b"")
+        self.asked += 1
+        return ExecResult(self.codes.pop(0), b"", b"exec: lost\n")
+
+    def text(self, argv: list[str], **kw: object) -> str:
+        done = self.run(argv, **kw)
+        return (done.stdout + done.stderr).decode()
+
+
+class _Host(DockerHost):
+    probes: _Probes
+
+    @property
+    def guest(self) -> Any:
+        return self.probes
+
+
+def _host(*codes: int) -> _Host:
+    host = _Host.__new__(_Host)
+    host.probes = _Probes(*codes)
+    return host
+
+
+@pytest.mark.parametrize(("codes", "status", "asked", "detail"), [
+    ((0,), OK, 1, "Docker version"),
+    ((1,), PROBLEM, 1, "docker.io is not installed"),
+    ((255, 0), OK, 2, "Docker version"),  # a probe that failed by itself is asked again
+    ((255, 137), PROBLEM, 2, "could not check for docker.io (exit 137) exec: lost"),
+])
+def test_the_docker_check_tells_missing_from_a_failed_probe(
+        codes: tuple[int, ...], status: str, asked: int, detail: str) -> None:
+    host = _host(*codes)
+    found = host.check_docker()
+    assert (found.status, host.probes.asked) == (status, asked)
+    assert detail in found.detail

@@ -29,20 +29,6 @@ def test_parse_info_ignores_other_lines() -> None:
     assert tools.parse_info(text) == ("FROZEN", 7)
 
 
-def test_parse_ls_fancy_output() -> None:
-    text = (
-        "NAME          STATE   PID   \n"
-        "cmantest-a    RUNNING 16294 \n"
-        "cmantest-b    STOPPED -     \n"
-    )
-    assert tools.parse_ls(text) == {"cmantest-a": ("RUNNING", 16294), "cmantest-b": ("STOPPED", None)}
-
-
-def test_parse_ls_empty() -> None:
-    assert tools.parse_ls("") == {}
-    assert tools.parse_ls("NAME STATE PID\n") == {}
-
-
 # -- limits on each cgroup layout ------------------------------------------------------------
 
 

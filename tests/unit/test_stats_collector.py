@@ -16,6 +16,7 @@ import pytest
 
 from cman import stats
 from cman.backends.base import Backend, Feature
+from cman.cgroups import CpuCounters
 from cman.errors import ContainerNotFound, EngineUnavailable, Unsupported
 from cman.models import Container, State
 from cman.stats import Selection, StatsCollector
@@ -52,6 +53,9 @@ class FakeBackend:
 
     def require(self, feature: Feature, why: str | None = None) -> None:
         """A local engine: every feature the collector asks for."""
+
+    def features(self) -> frozenset[Feature]:
+        return frozenset({Feature.CPU_STATS})
 
     def init_pids(self, containers: list[Container]) -> dict[str, int | None]:
         return Backend.init_pids(self, containers)  # type: ignore[arg-type]  # the contract's default
@@ -139,6 +143,52 @@ def test_measure_waits_once_and_uses_one_listing(host: FakeHost) -> None:
     assert rows["b"].cpu_percent == pytest.approx(0.0), "idle is a measured 0, not unknown"
     assert backend.listings == 1
     assert snap.backends == ("lxc",) and not snap.errors
+
+
+class SlowListing(FakeBackend):
+    """A listing that takes time, during which a container burns CPU."""
+
+    def __init__(self, host: FakeHost, clock: FakeClock, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.host, self.clock = host, clock
+
+    def containers(self, *, all: bool = False) -> list[Container]:  # noqa: A002
+        self.host.set_v2("/lxc.payload.a", int(1.25e6), int(1.25e6), 0)  # 0.25 s of CPU while listing
+        return super().containers(all=all)
+
+
+def test_measure_reads_first_and_lists_during_the_interval(host: FakeHost) -> None:
+    clock = FakeClock()
+    backend = SlowListing(host, clock, "lxc", [ctr("lxc", "a", pid=10)])
+    busy(host, 10, "/lxc.payload.a", 1, 1, 0)
+    c = collector(host, FakeSource(backend), clock=clock)
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.advance(seconds)
+
+    row = c.measure(1.0, sleep=sleep).rows[0]
+    # the CPU used while the engine was listing counts: the first reading came before the listing
+    assert (row.status, row.cpu_percent, row.interval_s) == ("ok", pytest.approx(25.0), pytest.approx(1.0))
+    assert sleeps == [pytest.approx(1.0)], "one interval, the listing inside it"
+
+
+def test_measure_reads_a_container_outside_the_parents_over_a_second_interval(host: FakeHost) -> None:
+    clock = FakeClock()
+    backend = FakeBackend("lxc", [ctr("lxc", "odd", pid=12)])
+    busy(host, 12, "/elsewhere/odd", 1, 1, 0)
+    c = collector(host, FakeSource(backend), clock=clock)
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.advance(seconds)
+        host.set_v2("/elsewhere/odd", int(1.5e6) + int(0.5e6) * (len(sleeps) - 1), int(1.5e6), 0)
+
+    row = c.measure(1.0, sleep=sleep).rows[0]
+    assert (row.status, row.cpu_percent, row.interval_s) == ("ok", pytest.approx(50.0), pytest.approx(1.0))
+    assert len(sleeps) == 2, "no early reading: read after the listing, then one more interval"
 
 
 def test_default_is_running_managed_all_adds_others_and_stopped(host: FakeHost) -> None:
@@ -266,3 +316,44 @@ def test_parse_interval_rejects(bad: str) -> None:
 def test_parse_interval_accepts() -> None:
     assert stats.parse_interval("0.25") == 0.25
     assert stats.parse_interval("2") == 2.0
+
+
+class FakeRemote(FakeBackend):
+    """An engine on another host: no cgroup files, CPU counters from its API (usage only, as LXD)."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.usage: dict[str, int] = {}
+        self.reads = 0
+
+    def features(self) -> frozenset[Feature]:
+        return frozenset({Feature.API_CPU_STATS})
+
+    def require(self, feature: Feature, why: str | None = None) -> None:
+        raise AssertionError(f"a remote engine was asked for {feature}")
+
+    def init_pids(self, containers: list[Container]) -> dict[str, int | None]:
+        raise AssertionError("a remote engine's PIDs mean nothing here")
+
+    def cpu_counters(self, ids: list[str]) -> dict[str, CpuCounters | None]:
+        self.reads += 1
+        return {i: CpuCounters(self.usage[i], None, None, "lxd-api", "", Path()) if i in self.usage else None
+                for i in ids}
+
+
+def test_a_remote_engine_is_sampled_through_its_api(host: FakeHost) -> None:
+    clock = FakeClock()
+    remote = FakeRemote("lxd", [ctr("lxd", "far"), ctr("lxd", "gone")])
+    remote.usage = {"far-id": 10 * SEC, "gone-id": SEC}
+    c = collector(host, FakeSource(remote), clock=clock)
+
+    def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        remote.usage = {"far-id": int(10.5 * SEC)}  # "gone" stopped during the interval
+
+    rows = by_name(c.measure(1.0, sleep=sleep).rows)
+    far = rows["far"]
+    assert (far.status, far.cpu_percent, far.pid, far.cgroup_version) == ("ok", pytest.approx(50.0), None, "lxd-api")
+    assert far.cpu_user_percent is None and far.cpu_system_percent is None, "no split: unknown, never 0"
+    assert rows["gone"].status == "gone" and rows["gone"].cpu_percent is None
+    assert remote.reads == 2, "two API readings, one interval apart"

@@ -30,7 +30,7 @@ from .networks import DockerNetworks
 
 class DockerBackend(DockerContainers, DockerImports, DockerExport, DockerNetworks, DockerLeftovers):
     name = "docker"
-    capabilities = frozenset(Feature) - {Feature.NESTING}
+    capabilities = frozenset(Feature) - {Feature.NESTING, Feature.CLUSTER}
     """No NESTING: a container that runs Docker inside needs ``--privileged`` on Docker, which
     cman asks for only as ``--privileged`` (Docker-in-Docker), never as a side effect of nesting."""
 

@@ -3,8 +3,11 @@
 - :class:`UnixTransport`: the local socket through the stdlib (``_sys.unixhttp``). Used
   when DOCKER_HOST is unset or ``unix://``: it keeps ``requests`` (imported by
   the docker SDK) off the path of every ``cman run`` and ``cman ps``.
-- :class:`SshTransport`: the same stdlib client over ``ssh HOST docker system
-  dial-stdio`` (one ssh per request, as the docker CLI does), for ssh:// hosts.
+- :class:`SshTransport`: for ssh:// hosts, ``ssh HOST docker system dial-stdio`` kept
+  open: ONE ssh stream per transport (per cman process) carries every request with
+  HTTP/1.1 keep-alive (``http.client``, whose import is paid only on this path); only a
+  hijacked stream (attach, exec) and a request made while that stream is busy dial
+  another ssh. An ssh costs a process and a handshake (~0.1 s here), a request ~1 ms.
   The docker SDK's ssh transport needs paramiko even when it shells out to ssh,
   lets ssh's messages through onto the user's terminal, and gives a socket
   object whose fd is not the connection (select() and shutdown() miss it).
@@ -25,9 +28,11 @@ document), OSError subclasses (the connection failed), TimeoutError.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import IO, TYPE_CHECKING, Any, Protocol
@@ -35,6 +40,7 @@ from urllib.parse import urlsplit
 
 from ..._sys import unixhttp as _http
 from ...errors import EngineUnavailable, InvalidValue
+from .keepalive import KeptResponse, SshConnection, unanswered
 
 if TYPE_CHECKING:
     import subprocess
@@ -288,17 +294,89 @@ class _SshSocket(socket.socket):
 
 
 class SshTransport(UnixTransport):
-    """DOCKER_HOST=ssh://...: the stdlib client over ``ssh HOST docker system dial-stdio``."""
+    """DOCKER_HOST=ssh://...: HTTP/1.1 over one kept ``ssh HOST docker system dial-stdio``.
+
+    The idle connection waits in ``_idle``; a request takes it (or dials when there is
+    none), and its response gives it back once read to the end, unless the daemon said it
+    closes it. A response closed early, an error or a timeout end that ssh instead. A
+    request on a kept connection that the far end has meanwhile closed (nothing of it was
+    answered) is sent again once on a new one. Thread-safe: concurrent requests each get
+    a connection.
+    """
 
     def __init__(self, host: str) -> None:
         self.argv = ssh_argv(host)
         self.endpoint = host
+        self._idle: SshConnection | None = None
+        self._lock = threading.Lock()
+        self.dialed = 0
+        """How many ssh processes this transport started (tests and benchmarks count them)."""
 
-    def _request(self, method: str, path: str, **kw: Any) -> _http.Response:
+    def _dial(self) -> _SshSocket:
+        self.dialed += 1
+        return _SshSocket.spawn(self.argv)
+
+    def _take(self) -> tuple[SshConnection, bool]:
+        with self._lock:
+            conn, self._idle = self._idle, None
+        if conn is not None:
+            return conn, True
+        return SshConnection(self._dial), False
+
+    def _give_back(self, conn: SshConnection, reusable: bool) -> None:
+        with self._lock:
+            if reusable and self._idle is None:
+                self._idle = conn
+                return
+        conn.end()
+
+    def _request(self, method: str, path: str, **kw: Any) -> Any:
+        """As :func:`cman._sys.unixhttp.request` (same keywords), on the kept connection."""
+        if kw.get("upgrade"):  # the stream becomes the container's: an ssh of its own
+            return self._request_own_ssh(method, path, **kw)
+        return self._kept_request(method, path, **kw)
+
+    def _kept_request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None,
+                      data: IO[bytes] | None = None, content_type: str = "application/json",
+                      timeout: float | None = 60.0) -> KeptResponse:
+        if not path.startswith("/") or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in path):
+            raise ValueError(f"not a request path: {path!r}")  # callers quote what they put in a path
+        import http.client
+
+        headers = {"Accept": "application/json"}
+        payload: bytes | IO[bytes] | None = None
+        if data is not None:
+            payload = data
+            headers.update({"Content-Type": content_type, "Content-Length": str(os.fstat(data.fileno()).st_size)})
+        elif body is not None or method in ("POST", "PUT"):
+            payload = json.dumps(body).encode() if body is not None else b""
+            headers.update({"Content-Type": content_type, "Content-Length": str(len(payload))})
+        while True:
+            conn, kept = self._take()
+            try:
+                resp = conn.send(method, path + _http.query(params), payload, headers, timeout)
+            except (OSError, http.client.HTTPException) as err:
+                said = conn.end()
+                if kept and data is None and unanswered(err):
+                    continue  # the far end closed the idle connection: a new one, once
+                if isinstance(err, TimeoutError):
+                    raise
+                raise ConnectionError(said or str(err) or "the ssh connection closed without an answer") from err
+            except BaseException:
+                conn.end()
+                raise
+            kept_response = KeptResponse(resp, functools.partial(self._give_back, conn))
+            if not 200 <= resp.status < 300:
+                raise ApiError(resp.status, _http.status_error(resp.status, kept_response.headers,
+                                                               kept_response.read_all()).message)
+            return kept_response
+
+    def _request_own_ssh(self, method: str, path: str, **kw: Any) -> _http.Response:
+        """One request on an ssh of its own (hijacked streams)."""
         dialed: list[_SshSocket] = []
 
         def dial() -> socket.socket:
-            dialed.append(_SshSocket.spawn(self.argv))
+            dialed.append(self._dial())
             return dialed[-1]
 
         try:
@@ -314,6 +392,12 @@ class SshTransport(UnixTransport):
                 raise
             raise ConnectionError(said) from err
 
+    def close(self) -> None:
+        with self._lock:
+            conn, self._idle = self._idle, None
+        if conn is not None:
+            conn.end(done=True)
+
 
 class SdkTransport(_Versioned):
     """tcp:// daemons through docker-py's APIClient (a requests Session).
@@ -323,11 +407,12 @@ class SdkTransport(_Versioned):
     this transport's, chosen as on the other transports.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, environment: Mapping[str, str] | None = None) -> None:
         import docker
 
-        kwargs = docker.utils.kwargs_from_env()
-        host = str(kwargs.get("base_url") or os.environ.get("DOCKER_HOST", ""))
+        env = dict(os.environ if environment is None else environment)
+        kwargs = docker.utils.kwargs_from_env(environment=env)
+        host = str(kwargs.get("base_url") or env.get("DOCKER_HOST", ""))
         self.endpoint = host
         try:
             self.api = docker.APIClient(version=fixed_version() or CLIENT_API_VERSION, timeout=120, **kwargs)

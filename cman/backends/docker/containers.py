@@ -36,6 +36,7 @@ from .convert import container_from_inspect, container_from_summary
 from .networks import BUILTIN_NETWORKS
 
 if TYPE_CHECKING:
+    from ...cgroups.counters import CpuCounters
     from ...network import Network
 
 # The few daemon messages that have no status code of their own: one table, tested.
@@ -397,6 +398,29 @@ class DockerContainers(DockerConnection):
 
     def init_pid(self, ref: str) -> int | None:
         return self.inspect(ref).pid
+
+    def cpu_counters(self, ids: Sequence[str]) -> dict[str, CpuCounters | None]:
+        """Docker's stats endpoint, once per container (``one-shot``: the daemon does not wait
+        for a second reading of its own). A stopped container reports zeros at time zero."""
+        from ...cgroups.counters import CpuCounters as Counters
+
+        out: dict[str, CpuCounters | None] = {}
+        for cid in ids:
+            try:
+                raw = self._call("GET", f"/containers/{refs.container(cid)}/stats", params={"stream": "0", "one-shot": "1"},
+                                 container=cid, action="read the CPU use of", kind=dict)
+            except ContainerNotFound:
+                out[cid] = None
+                continue
+            usage = (raw.get("cpu_stats") or {}).get("cpu_usage") or {}
+            total = usage.get("total_usage")
+            if not isinstance(total, int) or str(raw.get("read") or "").startswith("0001-"):
+                out[cid] = None
+                continue
+            user, system = usage.get("usage_in_usermode"), usage.get("usage_in_kernelmode")
+            out[cid] = Counters(total, user if isinstance(user, int) else None,
+                                   system if isinstance(system, int) else None, "docker-api", "", Path())
+        return out
 
     def init_pids(self, containers: Sequence[Container]) -> dict[str, int | None]:
         """Docker's listing has no PIDs: read containerd's ``init.pid`` per running container.

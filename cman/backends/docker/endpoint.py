@@ -6,6 +6,10 @@ DOCKER_CERT_PATH) is this host only on a loopback address; ``ssh://`` is another
 host. Everything here is cheap and imports no SDK: the registry calls
 :func:`reachable` to pick a default backend, :func:`probe` says what is wrong and
 how to fix it, and :func:`open_transport` picks one of :mod:`.api`'s transports.
+
+The settings are read through :func:`cman.backends.setting`: a context bound to the thread
+(``cman --context``) comes first, the environment second. :func:`context_settings` checks
+a context's URL.
 """
 
 from __future__ import annotations
@@ -13,20 +17,64 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from collections.abc import Mapping
 from urllib.parse import urlparse
 
 from ..._sys import unixhttp
-from ...errors import CmanError
+from ...errors import CmanError, InvalidValue
 from ...models import EngineStatus
+from .. import setting
 from ..base import Locality, loopback_url
-from .api import ApiError, SdkTransport, SshTransport, Transport, UnixTransport
+from .api import ApiError, SdkTransport, SshTransport, Transport, UnixTransport, ssh_argv
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+SETTINGS = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
+"""What says where the daemon is (the docker CLI's variables); a context sets all of them."""
 
 
 def docker_host() -> str:
     """DOCKER_HOST; unset or empty means the default socket, as for docker."""
-    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+    return setting("DOCKER_HOST") or DEFAULT_HOST
+
+
+def context_settings(url: str | None, options: Mapping[str, str]) -> dict[str, str]:
+    """A Docker context's settings: ``unix:///PATH``, ``tcp://HOST:PORT`` (plain: TLS comes
+    from DOCKER_TLS_VERIFY/DOCKER_CERT_PATH only) or ``ssh://[USER@]HOST[:PORT]``."""
+    if options:
+        raise InvalidValue("option of a Docker context", f"--{next(iter(options))}",
+                           "a Docker context takes only its URL")
+    host = (url or "").strip()
+    scheme = host.partition("://")[0] if "://" in host else ""
+    if any(c.isspace() or not c.isprintable() for c in host):
+        raise InvalidValue("--docker", host, "must not contain blanks or control characters")
+    if scheme == "unix":
+        path = host[len("unix://"):]
+        if not os.path.isabs(path):
+            raise InvalidValue("--docker", host, "write unix:///ABSOLUTE/PATH/docker.sock")
+    elif scheme == "tcp":
+        try:
+            parsed = urlparse(host.replace("tcp://", "http://", 1))
+            port = parsed.port
+        except ValueError as err:
+            raise InvalidValue("--docker", host, str(err)) from None
+        if not parsed.hostname or port is None or parsed.path not in ("", "/") or parsed.query:
+            raise InvalidValue("--docker", host, "write tcp://HOST:PORT")
+    elif scheme == "ssh":
+        try:
+            ssh_argv(host)
+        except ConnectionError:
+            raise InvalidValue("--docker", host, "write ssh://[USER@]HOST[:PORT]") from None
+    else:
+        raise InvalidValue("--docker", host, "the URL must start with unix://, tcp:// or ssh://")
+    return {"DOCKER_HOST": host.rstrip("/") if scheme != "unix" else host, "DOCKER_TLS_VERIFY": "",
+            "DOCKER_CERT_PATH": ""}
+
+
+def _sdk_environment() -> dict[str, str]:
+    """The environment docker-py reads for tcp:// (kwargs_from_env), with the bound settings."""
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
+    env.update({k: v for k in SETTINGS if (v := setting(k))})
+    return env
 
 
 def docker_socket() -> str | None:
@@ -72,7 +120,7 @@ def open_transport() -> Transport:
     if path is not None:
         return UnixTransport(path)
     host = docker_host()
-    return SshTransport(host) if host.startswith("ssh://") else SdkTransport()
+    return SshTransport(host) if host.startswith("ssh://") else SdkTransport(_sdk_environment())
 
 
 def _fix_for_missing_daemon() -> str:

@@ -15,6 +15,8 @@ its own network records, and reads every state back from the tools.
 - :mod:`.networks` over :mod:`.net`: networks as cman's records, a bridge of cman's own,
   veths with addresses cman allocates, no ICC with isolated bridge ports;
 - :mod:`.idmap`: unprivileged containers (the id map, the shifted rootfs, AppArmor);
+- :mod:`.rootfs`: a container's overlay over its image's rootfs, read and written from the
+  host; :mod:`.layerusers`: which containers stand on an image's layer;
 - :mod:`.leftovers`: what a killed cman left, found and removed (``system prune``);
 - :mod:`.convert`: cman's records as cman models.
 """
@@ -32,7 +34,7 @@ class LxcBackend(LxcLeftovers, LxcExport):
 
     name = "lxc"
     # No daemon: no remote endpoint, and template pulls report no byte progress.
-    capabilities = frozenset(Feature) - {Feature.PULL_PROGRESS, Feature.REMOTE}
+    capabilities = frozenset(Feature) - {Feature.PULL_PROGRESS, Feature.REMOTE, Feature.CLUSTER, Feature.API_CPU_STATS}
     system_containers = True
 
 

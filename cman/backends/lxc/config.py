@@ -21,6 +21,7 @@ from ...errors import InvalidValue, Unsupported
 from ..base import Feature
 from . import net
 from .idmap import IdMap, host_has_apparmor
+from .rootfs import OVERLAY_OPTIONS, rootfs_value
 from .store import TEMPLATE_CONFIG_KEYS
 from .tools import Paths, check_lxc_value, config_values
 
@@ -210,11 +211,13 @@ def extra_entries(spec: ContainerSpec) -> list[Entry]:
 
 def config_entries(paths: Paths, spec: ContainerSpec, image: dict[str, Any], limits: list[tuple[str, str]],
                    network: Network | None = None, address: str | None = None, *,
-                   idmap: IdMap | None = None, apparmor: bool | None = None) -> list[Entry]:
+                   idmap: IdMap | None = None, apparmor: bool | None = None,
+                   lower: Path | None = None) -> list[Entry]:
     """Everything a container's config holds, from its spec, its image and its network.
 
     ``idmap`` is required unless the spec is privileged; ``apparmor`` defaults to what the
-    host has.
+    host has; ``lower`` is the image's rootfs under the container's overlay (:mod:`.rootfs`),
+    None for a plain rootfs.
     """
     if idmap is None and not spec.privileged:
         raise ValueError("an unprivileged container needs an id map")
@@ -235,7 +238,8 @@ def config_entries(paths: Paths, spec: ContainerSpec, image: dict[str, Any], lim
         entries.append(("lxc.arch", str(image["architecture"])))
     entries += [
         "",
-        ("lxc.rootfs.path", f"dir:{paths.rootfs}"),
+        ("lxc.rootfs.path", rootfs_value(paths.rootfs, lower)),
+        *([("lxc.rootfs.options", OVERLAY_OPTIONS)] if lower is not None else []),
         ("lxc.uts.name", paths.name),
         ("lxc.console.logfile", str(paths.console)),
         ("lxc.log.file", str(paths.lxclog)),

@@ -72,6 +72,7 @@ def to_container(paths: Paths, st: str | None, pid: int | None, meta: Mapping[st
             "lxcpath": paths.lxcpath,
             "config": str(paths.config),
             "rootfs": str(paths.rootfs),
+            "rootfs_lower": meta.get("rootfs_lower"),
             "image_id": meta.get("image_id"),
             "env": meta.get("env") or {},
             "tty": bool(meta.get("tty")),

@@ -9,7 +9,9 @@ root; its init has uid_map ``0 100000 65536`` and ``id`` inside says uid=0.
 
 - **The rootfs is shifted**: every file of the image belongs to BASE+uid, BASE+gid on
   the host (:func:`shift_tree`), once per image and id map, kept in cman's image store
-  (:mod:`.store`); each container's rootfs is a copy of that.
+  (:mod:`.store`); it is the lower layer of each container's overlay rootfs (:mod:`.rootfs`;
+  the image's folder is then ``root:BASE_GID`` mode 0710, so the container's root can reach
+  it), or copied where no overlay can be used.
 - **What cman writes into a rootfs** (resolv.conf, the job's files) belongs to the
   mapped root, or the container's root could not write it (to it, a file of host root
   is "nobody's").
@@ -109,27 +111,36 @@ def host_has_apparmor(path: Path | None = None) -> bool:
     return (path or APPARMOR).is_dir()
 
 
-def check_reachable(lxcpath: str, idmap: IdMap) -> None:
-    """Can the container's root pass through every folder down to the LXC path?"""
-    current = Path(lxcpath)
-    chain = [current, *current.parents]
-    for folder in reversed(chain):
+def blocking_folder(path: Path, idmap: IdMap) -> tuple[Path, int] | None:
+    """The first folder down to ``path`` (itself included) that the container's root cannot
+    pass through, with its mode; None when it can pass them all (or they are made later)."""
+    for folder in reversed([path, *path.parents]):
         try:
             st = folder.stat()
         except FileNotFoundError:
-            return  # made later by cman, with the default mode
+            return None  # made later by cman, with the default mode
         except OSError:
             continue
         mode = st.st_mode
         if (mode & stat.S_IXOTH or (st.st_uid == idmap.uid and mode & stat.S_IXUSR)
                 or (st.st_gid == idmap.gid and mode & stat.S_IXGRP)):
             continue
-        raise EngineUnavailable(
-            "lxc",
-            f"the containers' root (host uid {idmap.uid}) cannot pass through {folder} "
-            f"(mode {stat.S_IMODE(mode):04o}) to reach the LXC path {lxcpath}",
-            f"chmod o+x {folder}, choose another LXC path, or run privileged containers with --privileged",
-        )
+        return folder, stat.S_IMODE(mode)
+    return None
+
+
+def check_reachable(lxcpath: str, idmap: IdMap) -> None:
+    """Can the container's root pass through every folder down to the LXC path?"""
+    blocked = blocking_folder(Path(lxcpath), idmap)
+    if blocked is None:
+        return
+    folder, mode = blocked
+    raise EngineUnavailable(
+        "lxc",
+        f"the containers' root (host uid {idmap.uid}) cannot pass through {folder} "
+        f"(mode {mode:04o}) to reach the LXC path {lxcpath}",
+        f"chmod o+x {folder}, choose another LXC path, or run privileged containers with --privileged",
+    )
 
 
 def prepare_container_dir(path: Path, idmap: IdMap | None) -> None:

@@ -2,10 +2,12 @@
 
 An image is a rootfs tarball: imported (``cman image import``) or built by an LXC
 template (``pull template:busybox``, or ``pull DIST/RELEASE[/ARCH]`` with the ``download``
-template and an image server). A container's rootfs is a copy (of the image's rootfs shifted
-for the id map, for an unprivileged container: a cache in the image's folder that goes
-with the image), so removing an image never breaks a container; removal is refused while
-a container was made from it, unless forced. Changes hold the LXC path's lock, then the store's.
+template and an image server). A container's rootfs is an overlay over the image's rootfs
+(shifted for the id map, for an unprivileged container: a cache in the image's folder,
+:mod:`.rootfs`), or a copy of it; removal is refused while a container was made from it,
+unless forced, and a forced removal keeps the layers containers stand on until the last of
+them goes (:mod:`.layerusers`), so removing an image never breaks a container. Changes hold
+the LXC path's lock, then the store's.
 """
 
 from __future__ import annotations
@@ -164,7 +166,8 @@ class LxcImages(LxcOciImages):
     def image_remove(self, ref: str, *, force: bool = False) -> None:
         """An image name that is one of several names of an image is simply dropped (Docker's
         untag); otherwise the image goes, refused (InUse) while a container of this LXC path
-        was made from it, unless ``force``. Containers keep working: their rootfs is a copy."""
+        was made from it, unless ``force``. Containers keep working: the layer their overlay
+        stands on stays until the last of them is removed (:meth:`.store.ImageStore.delete`)."""
         with _files.locked(self._lock_path), self.store.lock():
             meta = self.store.get(ref)
             aliases = [a.removesuffix(":latest") for a in meta.get("aliases", [])]

@@ -1,7 +1,8 @@
 """The primitives :mod:`cman.jobs` runs a container's job with (its :class:`~cman.jobs.JobHost`).
 
-Files of the job are read and written straight in the rootfs, never through a symlink
-out of it; commands run with ``lxc-attach`` (:mod:`.attach`), which puts them in the
+Files of the job are read and written straight in the rootfs (an overlay's layers, read
+merged and written into the upper: :mod:`.rootfs`), never through a symlink out of it;
+commands run with ``lxc-attach`` (:mod:`.attach`), which puts them in the
 container's cgroups, so their CPU and memory are accounted to the container.
 """
 
@@ -19,6 +20,7 @@ from ... import jobs
 from ..._sys import files as _files
 from ...errors import CmanError, ContainerNotFound, EngineError
 from ...models import State, StdIO
+from . import rootfs
 from .config import mapped_root
 from .connection import LxcConnection
 from .convert import STATES
@@ -36,7 +38,7 @@ class LxcJobHost(LxcConnection):
     def read_file(self, ref: str, path: str) -> bytes | None:
         paths = self._paths(ref)
         try:
-            return _files.read_beneath(paths.rootfs, path)
+            return rootfs.read_file(rootfs.layers(paths), path)
         except FileNotFoundError:
             return None
         except OSError as err:
@@ -50,9 +52,20 @@ class LxcJobHost(LxcConnection):
         if not paths.config.is_file():
             raise ContainerNotFound(ref, "lxc")
         try:
-            _files.write_beneath(paths.rootfs, path, data, owner=mapped_root(paths.config))
+            rootfs.write_file(rootfs.layers(paths), path, data, owner=mapped_root(paths.config))
         except OSError as err:
             raise EngineError(f"lxc: cannot write {path} in {ref}: {err.strerror or err}") from err
+
+    def prepare_job_files(self, paths: Paths) -> None:
+        """Before a start that runs a job: the job's exit-code file in an overlay's upper layer
+        (empty, unless it holds the last run's code), so that every write to it while the
+        container runs is in place (see :mod:`.rootfs`). A plain rootfs needs nothing."""
+        layers = rootfs.layers(paths)
+        if layers.lower is None:
+            return
+        with contextlib.suppress(OSError):
+            if _files.stat_beneath(layers.upper, jobs.JOB_RC) is None:
+                rootfs.write_file(layers, jobs.JOB_RC, b"", owner=mapped_root(paths.config))
 
     def exec_attached(self, ref: str, command: Sequence[str], io: StdIO) -> int:
         from .attach import attach_argv, attach_env, run_attached
@@ -103,9 +116,10 @@ class LxcJobHost(LxcConnection):
 
 def job_end(paths: Paths) -> tuple[int, datetime | None]:
     """The job's recorded exit code and when it was recorded (from the rootfs, no tool call)."""
+    layers = rootfs.layers(paths)
     try:
-        code = jobs.parse_rc(_files.read_beneath(paths.rootfs, jobs.JOB_RC))
-        st = _files.stat_beneath(paths.rootfs, jobs.JOB_RC)
+        code = jobs.parse_rc(rootfs.read_file(layers, jobs.JOB_RC))
+        st = rootfs.stat_file(layers, jobs.JOB_RC)
     except OSError:
         return jobs.KILLED_EXIT, None
     when = datetime.fromtimestamp(st.st_mtime, tz=UTC) if st is not None else None
@@ -123,18 +137,19 @@ def wait_ephemeral(host: LxcJobHost, paths: Paths) -> int:
     is gone the code is read from the descriptor. KILLED_EXIT when no code was written.
     """
     fd: int | None = None
+    layers = rootfs.layers(paths)
     try:
         while True:
             state = host.job_state(paths.name)
             if state in (None, State.STOPPED, State.DEAD):
                 break
             try:
-                current = _files.stat_beneath(paths.rootfs, jobs.JOB_RC)
+                current = rootfs.stat_file(layers, jobs.JOB_RC)
             except OSError:  # gone meanwhile, or a symlink planted on the way: not ours to follow
                 current = None
             if current is not None and (fd is None or os.fstat(fd).st_ino != current.st_ino):
                 try:
-                    fresh = _files.open_beneath(paths.rootfs, jobs.JOB_RC)
+                    fresh = rootfs.open_file(layers, jobs.JOB_RC)
                 except OSError:
                     fresh = None
                 if fresh is not None:

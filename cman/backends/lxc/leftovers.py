@@ -199,6 +199,10 @@ class LxcLeftovers(LxcContainers, LxcImages):
                 out.append(f"temporary {work}: left by a killed image import, pull or first run")
                 if not dry_run:
                     shutil.rmtree(work, ignore_errors=True)
+            for folder in self.store.orphans():
+                out.append(f"image folder {folder}: of a removed image, no container stands on it any more")
+                if not dry_run:
+                    shutil.rmtree(folder, ignore_errors=True)
         folders = [Path(self.lxcpath), Path(self.lxcpath) / net.RECORDS_DIR, self.store.root]
         with contextlib.suppress(OSError):
             folders += [d for d in Path(self.lxcpath).iterdir() if d.is_dir() and not d.name.startswith(".")]

@@ -43,6 +43,7 @@ from ..._sys import files as _files
 from ..._sys.times import now_iso
 from ...errors import EngineError, InvalidName, NetworkNotFound
 from ...network import isolation
+from .rootfs import Layers, write_file
 
 if TYPE_CHECKING:
     from ...models import ContainerSpec
@@ -248,16 +249,20 @@ def detach_config(text: str) -> str:
 # -- resolv.conf ------------------------------------------------------------------------------
 
 
-def write_resolv_conf(rootfs: Path, text: str, owner: tuple[int, int] | None = None) -> None:
+def write_resolv_conf(rootfs: Path | Layers, text: str, owner: tuple[int, int] | None = None) -> None:
     """Write ``rootfs/etc/resolv.conf`` without following a symlink anywhere on the way.
 
     An image may ship ``/etc/resolv.conf`` (or ``/etc``) as a symlink, often to an
     absolute path that on the host is the host's own file: the link itself is
     replaced by a regular file, and a symlinked ``/etc`` is refused. ``owner`` is the
     container's root as host ids (unprivileged containers), so it can change the file.
+    An overlay rootfs (:class:`.rootfs.Layers`) gets the file in its upper layer.
     """
     try:
-        _files.write_beneath(rootfs, "etc/resolv.conf", text.encode(), mode=0o644, owner=owner)
+        if isinstance(rootfs, Layers):
+            write_file(rootfs, "etc/resolv.conf", text.encode(), mode=0o644, owner=owner)
+        else:
+            _files.write_beneath(rootfs, "etc/resolv.conf", text.encode(), mode=0o644, owner=owner)
     except OSError as err:
         if err.errno in (errno.ELOOP, errno.ENOTDIR):
             raise EngineError(f"lxc: cannot write /etc/resolv.conf into {rootfs}: /etc in the image is not a "
@@ -265,7 +270,7 @@ def write_resolv_conf(rootfs: Path, text: str, owner: tuple[int, int] | None = N
         raise EngineError(f"lxc: cannot write /etc/resolv.conf into {rootfs}: {err.strerror}") from err
 
 
-def write_dns(rootfs: Path, network: Network | None, spec: ContainerSpec,
+def write_dns(rootfs: Path | Layers, network: Network | None, spec: ContainerSpec,
               owner: tuple[int, int] | None = None) -> None:
     """The container's --dns/--dns-search, each falling back to the network's, into its
     rootfs's resolv.conf; with none at all the image's file stays."""

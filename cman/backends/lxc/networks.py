@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..._sys import files as _files
@@ -26,6 +27,7 @@ from . import net
 from .config import config_entries, render_config, write_config
 from .connection import NAME_RE, LxcConnection
 from .convert import to_network
+from .rootfs import Layers
 from .tools import RUNNING, Paths
 
 if TYPE_CHECKING:
@@ -160,7 +162,8 @@ class LxcNetworks(LxcConnection):
         return record
 
     def _join_network(self, paths: Paths, spec: ContainerSpec, image: dict[str, Any],
-                      limits: list[tuple[str, str]], network: str, idmap: IdMap | None) -> None:
+                      limits: list[tuple[str, str]], network: str, idmap: IdMap | None,
+                      lower: Path | None = None) -> None:
         """Allocate the container's address, then write its network config, resolv.conf and
         the network's record, all under the network lock; on failure nothing stays allocated."""
         from ...network import check_container_ip, host_lock
@@ -171,10 +174,11 @@ class LxcNetworks(LxcConnection):
             if spec.ip is not None:
                 check_container_ip(network_now, spec.ip)
             address = net.allocate(record, paths.name, spec.ip, self._on_network(network))
-            config = render_config(config_entries(paths, spec, image, limits, network_now, address, idmap=idmap))
+            config = render_config(config_entries(paths, spec, image, limits, network_now, address, idmap=idmap,
+                                                  lower=lower))
             if not network_now.icc:
                 isolation.write_hook(paths.dir / net.HOOK_NAME)
-            net.write_dns(paths.rootfs, network_now, spec, owner=idmap.root if idmap else None)
+            net.write_dns(Layers(paths.rootfs, lower), network_now, spec, owner=idmap.root if idmap else None)
             meta = self._meta(paths)
             meta.update(network=network, ip=address)
             _files.write_json(paths.meta, meta, mode=0o600)

@@ -6,13 +6,23 @@ Layout, under ``$CMAN_LXC_IMAGES`` (default /var/lib/cman/lxc-images)::
     <id>/rootfs.tar[.gz|.xz|.bz2]   the rootfs tarball, byte for byte as imported
     <id>/metadata.json          id, sha256 (of the tarball), size, created, source, aliases, ...
     <id>/rootfs.u<UID>-g<GID>-n<COUNT>/   the rootfs unpacked and shifted for one id map
-                                (:mod:`.idmap`): made once, copied for each unprivileged container
+                                (:mod:`.idmap`): made once, the lower layer of each unprivileged
+                                container's overlay (:mod:`.rootfs`), or copied where none can be used
+    <id>/rootfs.plain/          the rootfs unpacked as it is: privileged containers' lower layer
+    <id>/removed                an image removed while containers still stand on its layers
+    <id>/users/<hash>           one per container over a lower layer of the image: its folder and
+                                the layer, so the layer outlives ``image rm -f`` (:mod:`.layerusers`)
     .tmp-<PID>-<STARTTIME>-<random>/      work in progress of a process (an import, a pull)
     <id>/.rootfs.<map>.tmp-<PID>-<STARTTIME>-<random>/   a shifted rootfs being made
 
 A work directory is named after the process making it (``PID:STARTTIME``,
 :func:`cman._sys.proc.mark`), so one that a killed process left is told apart from one a
 live process is still filling.
+
+An image removed while containers still stand on a lower layer of it loses its name, its
+tarball and its metadata (it is no image any more), and keeps the folder with those layers
+until the last such container is gone (:meth:`ImageStore.collect_orphans`, run by ``image
+prune``, ``system prune`` and the removal of a container).
 
 Every import or pull makes a new image, as ``docker import`` does; identical tarballs
 are hard-linked. Names (aliases) move like Docker tags: importing under a taken name
@@ -39,6 +49,7 @@ from ..._sys.times import now_iso
 from ...errors import ImageNotFound, InvalidName, InvalidValue
 from ...validate import check_config_value
 from .idmap import IdMap, shift_tree
+from .layerusers import USERS_DIR, layers_in_use
 
 
 def canonical_name(ref: str) -> str | None:
@@ -63,6 +74,10 @@ _MAGIC = (
     (b"BZh", ".bz2"),
 )
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+REMOVED_MARK = "removed"
+"""In the folder of an image removed while containers stood on it (:meth:`ImageStore.delete`)."""
+PLAIN_KEY = "plain"
+"""``rootfs.plain``: the image's rootfs unshifted, for privileged containers."""
 _INITS = ("sbin/init", "usr/sbin/init")
 """``usr/sbin/init`` for a merged-/usr rootfs (Debian 12's debootstrap: /sbin is a link to usr/sbin)."""
 
@@ -319,13 +334,63 @@ class ImageStore:
         _files.write_json(self.dir_of(meta) / "metadata.json", meta)
 
     def delete(self, meta: dict[str, Any]) -> int:
-        """Remove an image with its shifted rootfs caches; returns the bytes freed."""
+        """Remove an image with its rootfs caches; returns the bytes freed. A cache that is the
+        lower layer of a container's overlay stays, with the folder, until that container goes
+        (:meth:`collect_orphans`); the image itself (name, tarball, metadata) goes at once."""
         path = self.dir_of(meta)
+        in_use = layers_in_use(path)
         stats = [f.stat() for f in path.iterdir() if f.is_file()]
         freed = sum(st.st_size for st in stats if st.st_nlink == 1)  # a hard-linked twin keeps its bytes
-        freed += sum(_tree_size(d) for d in path.iterdir() if d.is_dir() and not d.is_symlink())
-        shutil.rmtree(path)
+        freed += sum(_tree_size(d) for d in path.iterdir()
+                     if d.is_dir() and not d.is_symlink() and d.name != USERS_DIR and d not in in_use)
+        if not in_use:
+            shutil.rmtree(path)
+            return freed
+        _files.atomic_write(path / REMOVED_MARK, now_iso(), mode=0o600, fsync=False)
+        (path / "metadata.json").unlink(missing_ok=True)  # from here on it is no image
+        for entry in path.iterdir():
+            if entry in in_use or entry.name in (USERS_DIR, REMOVED_MARK):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
         return freed
+
+    # -- lower layers in use (caller holds the lock) --------------------------------------------
+
+    def orphans(self, image_dir: Path | None = None) -> list[Path]:
+        """Folders of removed images (marked :data:`REMOVED_MARK` by :meth:`delete`, no metadata)
+        that no container stands on any more: ``image_dir`` alone, or all of them."""
+        try:
+            dirs = [image_dir] if image_dir is not None else [
+                d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        except OSError:
+            return []
+        return [folder for folder in dirs
+                if folder.parent == self.root and (folder / REMOVED_MARK).is_file()
+                and not (folder / "metadata.json").exists() and not layers_in_use(folder)]
+
+    def collect_orphans(self, image_dir: Path | None = None) -> list[Path]:
+        """Remove :meth:`orphans`; returns them."""
+        removed = self.orphans(image_dir)
+        for folder in removed:
+            shutil.rmtree(folder, ignore_errors=True)
+        return removed
+
+    def share(self, meta: dict[str, Any], idmap: IdMap) -> bool:
+        """Let the containers' root of ``idmap`` pass through the image's folder to a lower layer
+        (group ``idmap.gid``, mode 0710, as a container's folder); False when the folder is
+        already another map's."""
+        path = self.dir_of(meta)
+        st = path.stat()
+        if st.st_gid not in (0, idmap.gid) or st.st_uid != 0:
+            return False
+        if st.st_gid != idmap.gid:
+            os.chown(path, 0, idmap.gid)
+        if stat.S_IMODE(st.st_mode) != 0o710:
+            os.chmod(path, 0o710)
+        return True
 
     # -- rootfs: plain, or shifted for an id map (caller holds the lock) -----------------
 
@@ -337,13 +402,14 @@ class ImageStore:
             argv += [f"--strip-components={prefix.count('/') + 1}", prefix]
         _proc.run(argv, timeout=900, backend="lxc")
 
-    def shifted_rootfs(self, meta: dict[str, Any], idmap: IdMap) -> Path:
-        """The image's rootfs shifted for ``idmap``, made on first use and kept (see :mod:`.idmap`).
+    def shifted_rootfs(self, meta: dict[str, Any], idmap: IdMap | None) -> Path:
+        """The image's rootfs shifted for ``idmap`` (as it is, ``rootfs.plain``, for None), made
+        on first use and kept (see :mod:`.idmap`).
 
         Made in a work folder named after this process, then renamed into place: a reader
         sees a whole cache or none, and a killed maker's half is left to ``prune``.
         """
-        final = self.dir_of(meta) / f"rootfs.{idmap.key}"
+        final = self.dir_of(meta) / f"rootfs.{idmap.key if idmap is not None else PLAIN_KEY}"
         if final.is_dir():
             return final
         work = final.with_name(f".{final.name}.tmp-{_work_mark()}")
@@ -351,7 +417,8 @@ class ImageStore:
         try:
             self.unpack(meta, work)
             os.chmod(work, 0o755)  # the container's "/", as a privileged container's rootfs folder
-            shift_tree(work, idmap)
+            if idmap is not None:
+                shift_tree(work, idmap)
             work.rename(final)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
@@ -384,11 +451,12 @@ class ImageStore:
         return stale
 
     def clean_stale_workdirs(self, older_than: float = 3600) -> list[Path]:
-        """Remove :meth:`stale_workdirs`; returns them."""
+        """Remove :meth:`stale_workdirs`, and the folders of removed images that no container
+        stands on any more (:meth:`collect_orphans`); returns them."""
         stale = self.stale_workdirs(older_than)
         for entry in stale:
             shutil.rmtree(entry, ignore_errors=True)
-        return stale
+        return stale + self.collect_orphans()
 
 
 def _work_mark() -> str:

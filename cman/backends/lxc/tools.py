@@ -6,7 +6,9 @@ that keep argv, exit code and stderr), with ``-P LXCPATH`` from ``$CMAN_LXC_PATH
 a tool's stderr. Only the dashed raw tools are used: Debian's ``lxc`` (no dash) is LXD's client.
 
 **Files.** A container is ``LXCPATH/NAME/`` holding ``config`` (written by cman from the
-container's settings, see :mod:`.config`), ``rootfs/`` (the image's tarball unpacked),
+container's settings, see :mod:`.config`), ``rootfs/`` (the container's own files: the upper
+layer of its overlay over the image's rootfs, beside overlayfs's ``work/``, or a whole copy
+of the image's rootfs where no overlay can be used, see :mod:`.rootfs`),
 ``cman.json`` (the mark of a managed container: image, command, env, labels, limits,
 network, id map, created; mode 0600, as the environment may hold secrets),
 ``cman.state.json`` (runs: started, finished), ``console.log`` (init's console, via
@@ -95,19 +97,6 @@ def _pid(text: str) -> int | None:
         return None
     value = int(text)
     return value if value > 0 else None
-
-
-def parse_ls(text: str) -> dict[str, tuple[str, int | None]]:
-    """``lxc-ls -f -F NAME,STATE,PID`` output -> {name: (STATE, PID)}."""
-    out: dict[str, tuple[str, int | None]] = {}
-    lines = text.splitlines()
-    for line in lines[1:]:  # the first line is the header
-        parts = line.split()
-        if len(parts) < 2:
-            continue
-        pid = _pid(parts[2]) if len(parts) > 2 else None
-        out[parts[0]] = (parts[1].upper(), pid)
-    return out
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ The package, by concern (each class adds one concern to the one it builds on):
 - :mod:`.images` (with :mod:`.imagebuild`, references and unified tarballs): images;
 - :mod:`.networks` (with :mod:`.net`, the pure network parts): managed bridges and the
   containers on them;
+- :mod:`.cluster`: whether the daemon is a cluster member (``Feature.CLUSTER``), its
+  members, and ``--target``'s placement checks;
 - :mod:`.containers`: containers and their jobs (what ``run IMAGE CMD`` means on LXD),
   and (with :mod:`.leftovers`) what a killed cman left behind.
 

@@ -32,6 +32,7 @@ from ...errors import (
 )
 from ...models import EngineStatus
 from ...validate import check_name
+from .. import setting
 from ..base import Backend, Feature, Locality, loopback_url
 from . import endpoint
 from .endpoint import ENV_CERT, ENV_ENDPOINT, ENV_VERIFY, _Remote
@@ -107,7 +108,7 @@ def rollback_failed(err: BaseException, note: str) -> None:
 
 
 def _unavailable(cause: BaseException | None = None) -> EngineUnavailable:
-    remote = os.environ.get(ENV_ENDPOINT, "").strip()
+    remote = (setting(ENV_ENDPOINT) or "").strip()
     if remote:  # a remote daemon: probing would connect again (and fail the same way)
         return EngineUnavailable(
             "lxd", f"cannot reach the LXD daemon at {remote}: {_short(cause)}",
@@ -302,7 +303,7 @@ class LxdConnection(Backend):
         return self._remote
 
     def locality(self) -> Locality:
-        remote = os.environ.get(ENV_ENDPOINT, "").strip()
+        remote = (setting(ENV_ENDPOINT) or "").strip()
         if not remote:
             return Locality(True, f"unix://{endpoint.lxd_socket()}")
         local = loopback_url(remote)
@@ -333,7 +334,7 @@ class LxdConnection(Backend):
             remote = _Remote.from_env()
         except EngineUnavailable as err:
             return EngineStatus("lxd", shutil.which("lxd") is not None, False, False,
-                                endpoint=os.environ.get(ENV_ENDPOINT), problem=err.problem, fix=err.fix)
+                                endpoint=setting(ENV_ENDPOINT), problem=err.problem, fix=err.fix)
         if remote is None:
             return endpoint.probe_local()
         installed = shutil.which("lxd") is not None

@@ -39,6 +39,7 @@ import math
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ... import jobs
@@ -58,6 +59,7 @@ from ...models import NO_NETWORK, Container, ContainerSpec, LogChunk, State, Std
 from . import endpoint
 from . import nesting as _nesting
 from . import net as _net
+from .cluster import LxdCluster, check_target
 from .connection import OperationFailed, _boundary, _is_transient, _translate, _unavailable, rollback_failed
 from .convert import (
     CFG_COMMAND,
@@ -74,6 +76,7 @@ from .convert import (
 )
 from .images import LxdImages
 from .networks import LxdNetworks
+from .sampling import LxdSampling
 
 DEFAULT_SHELL = ("/bin/sh",)
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
@@ -82,7 +85,7 @@ POLL = 0.25
 LOG_POLL = 0.3
 
 
-class LxdContainers(LxdImages, LxdNetworks):
+class LxdContainers(LxdImages, LxdNetworks, LxdCluster, LxdSampling):
     """Containers, made from an image of :class:`LxdImages`, on a network of :class:`LxdNetworks`."""
 
     @classmethod
@@ -104,6 +107,8 @@ class LxdContainers(LxdImages, LxdNetworks):
                                                    "starting with a letter or digit")
             if any(c in value for c in "\n\r\0"):
                 raise InvalidValue("--label", key, "its value contains a newline, carriage return or NUL byte")
+        if spec.target is not None:
+            check_target(spec.target)
         _nesting.check(spec)
 
     def create(self, spec: ContainerSpec) -> Container:
@@ -140,6 +145,7 @@ class LxdContainers(LxdImages, LxdNetworks):
         if spec.network == NO_NETWORK:
             devices[_net.NIC] = {"type": "none"}  # loopback only: masks the profile's NIC
         servers, search = container_dns(net, spec.dns, spec.dns_search)
+        placement = self._placement(spec.target)
         with _boundary(container=name, image=spec.image, action="create"):
             fingerprint = str(self._image_raw(spec.image)["fingerprint"])
             try:
@@ -156,9 +162,9 @@ class LxdContainers(LxdImages, LxdNetworks):
                 "ephemeral": spec.auto_remove,
             }
             if net is None:
-                self._sync_or_wait(self.client.api.instances.post(json=body))
+                self._sync_or_wait(self.client.api.instances.post(json=body, **placement))
             else:
-                net = self._create_on_network(body, net, spec.ip)
+                net = self._create_on_network(body, net, spec.ip, placement)
         try:
             with _boundary(container=name, action="create"):
                 raw = self._raw(name)
@@ -366,7 +372,6 @@ class LxdContainers(LxdImages, LxdNetworks):
         of a killed ``image import`` (see :mod:`.leftovers`). Instances only on a local
         daemon: the PID in their label names a process of this host."""
         import tempfile
-        from pathlib import Path
 
         from ...models import RUN_LABEL
         from . import leftovers
@@ -411,11 +416,13 @@ class LxdContainers(LxdImages, LxdNetworks):
 
     @idempotent(_is_transient)
     def containers(self, *, all: bool = False) -> list[Container]:  # noqa: A002
+        """Every instance and its status (``recursion=1``): no PIDs or addresses, whose state costs
+        the daemon ms per instance; ``inspect`` has them, :meth:`init_pids` finds PIDs cheaply."""
         path = self._socket
         if path is not None:
             # The hot path of `cman ps`: stdlib HTTP over the socket, no pylxd/requests import.
             try:
-                raw = _http.get_json(path, "/1.0/instances", {"recursion": "2"})["metadata"]
+                raw = _http.get_json(path, "/1.0/instances", {"recursion": "1"})["metadata"]
             except (FileNotFoundError, PermissionError) as err:
                 raise _unavailable(err) from err
             except _http.HTTPStatusError as err:
@@ -425,7 +432,7 @@ class LxdContainers(LxdImages, LxdNetworks):
                                         endpoint.fix_for_missing_daemon()) from err
         else:
             with _boundary(action="list containers"):
-                raw = self.client.api.instances.get(params={"recursion": "2"}).json()["metadata"]
+                raw = self.client.api.instances.get(params={"recursion": "1"}).json()["metadata"]
         items = [_container_from_raw(r) for r in raw]
         return [c for c in items if all or c.state in (State.RUNNING, State.PAUSED)]
 

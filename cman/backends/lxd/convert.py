@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..._sys.times import parse_time
-from ...models import Container, Image, PullProgress, State
+from ...models import ClusterMember, Container, Image, PullProgress, State
 from ...oci import imageconfig
 from . import net
 
@@ -80,6 +80,25 @@ def _addresses(raw: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _location(raw: Mapping[str, Any]) -> str | None:
+    """The member an instance is on; LXD says "none" when the daemon is no cluster member."""
+    location = str(raw.get("location") or "")
+    return None if location in ("", "none") else location
+
+
+def _member_from_raw(raw: Mapping[str, Any]) -> ClusterMember:
+    """An item of GET /1.0/cluster/members?recursion=1."""
+    return ClusterMember(
+        name=str(raw.get("server_name") or ""),
+        url=str(raw.get("url") or ""),
+        status=str(raw.get("status") or "unknown").lower(),
+        message=str(raw.get("message") or ""),
+        roles=tuple(str(r) for r in raw.get("roles") or ()),
+        architecture=raw.get("architecture") or None,
+        failure_domain=raw.get("failure_domain") or None,
+    )
+
+
 def _container_from_raw(raw: Mapping[str, Any], exit_code: int | None = None) -> Container:
     """From GET /1.0/instances/NAME?recursion=1 or an item of /1.0/instances?recursion=2."""
     config = raw.get("config") or {}
@@ -105,6 +124,7 @@ def _container_from_raw(raw: Mapping[str, Any], exit_code: int | None = None) ->
         pid=int(pid) if pid and state in (State.RUNNING, State.PAUSED) else None,
         exit_code=exit_code if state == State.STOPPED else None,
         addresses=_addresses(raw),
+        location=_location(raw),
         extra={
             "type": raw.get("type"),
             "ephemeral": bool(raw.get("ephemeral")),

@@ -9,6 +9,9 @@ Remote: a daemon over HTTPS when ``CMAN_LXD_ENDPOINT`` is an ``https://`` URL, w
 client certificate ``CMAN_LXD_CERT`` and key ``CMAN_LXD_KEY`` (trusted on the server:
 ``lxc config trust add CERT``) and ``CMAN_LXD_VERIFY`` = the server's certificate
 (pinned, as ``lxc`` does), ``false``, or unset for the system CAs.
+
+These settings are read through :func:`cman.backends.setting` (a context bound to the
+thread first, then the environment); :func:`context_settings` checks a context's.
 """
 
 from __future__ import annotations
@@ -16,17 +19,20 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
 from ..._sys import unixhttp as _http
-from ...errors import EngineUnavailable
+from ...errors import EngineUnavailable, InvalidValue
 from ...models import EngineStatus
+from .. import setting
 
 ENV_ENDPOINT = "CMAN_LXD_ENDPOINT"
 ENV_CERT = "CMAN_LXD_CERT"
 ENV_KEY = "CMAN_LXD_KEY"
 ENV_VERIFY = "CMAN_LXD_VERIFY"
+ENV_DIR = "LXD_DIR"
 
 LXD_SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket")
 
@@ -37,7 +43,7 @@ FIX_INIT = "initialise it: lxd init --auto, or lxd init to choose a storage pool
 
 def lxd_socket() -> str:
     """LXD's local socket: $LXD_DIR/unix.socket, else the first that exists."""
-    if lxd_dir := os.environ.get("LXD_DIR"):
+    if lxd_dir := setting(ENV_DIR):
         return os.path.join(lxd_dir, "unix.socket")
     for path in LXD_SOCKETS:
         if os.path.exists(path):
@@ -48,7 +54,7 @@ def lxd_socket() -> str:
 def reachable() -> bool:
     """Cheap: a configured remote counts as reachable (asking costs a TLS handshake);
     the local socket must accept a connection."""
-    if os.environ.get(ENV_ENDPOINT):
+    if setting(ENV_ENDPOINT):
         return True
     return _http.connects(lxd_socket())
 
@@ -72,7 +78,7 @@ class _Remote:
 
     @classmethod
     def from_env(cls) -> _Remote | None:
-        endpoint = os.environ.get(ENV_ENDPOINT, "").strip()
+        endpoint = (setting(ENV_ENDPOINT) or "").strip()
         if not endpoint:
             return None
         if not endpoint.startswith("https://") or not urlparse(endpoint).hostname:
@@ -81,7 +87,7 @@ class _Remote:
                 f"{ENV_ENDPOINT}={endpoint!r} is not an https:// URL",
                 f"set it like https://HOST:8443, or unset {ENV_ENDPOINT} for the local socket",
             )
-        cert, key = os.environ.get(ENV_CERT, ""), os.environ.get(ENV_KEY, "")
+        cert, key = setting(ENV_CERT) or "", setting(ENV_KEY) or ""
         fix = (
             f"set {ENV_CERT} and {ENV_KEY} to a client certificate and key (openssl req -x509 -newkey ec ...) "
             "and trust it on the server: lxc config trust add CERT"
@@ -91,7 +97,7 @@ class _Remote:
         for path in (cert, key):
             if not os.path.isfile(path):
                 raise EngineUnavailable("lxd", f"client certificate file {path} does not exist", fix)
-        raw = os.environ.get(ENV_VERIFY, "").strip()
+        raw = (setting(ENV_VERIFY) or "").strip()
         verify: bool | str = True
         if raw.lower() in ("false", "0", "no", "off"):
             verify = False
@@ -103,6 +109,54 @@ class _Remote:
                 )
             verify = raw
         return cls(endpoint.rstrip("/"), (cert, key), verify)
+
+
+def context_settings(url: str | None, options: Mapping[str, str]) -> dict[str, str]:
+    """An LXD context's settings: ``https://HOST[:PORT]`` with ``cert`` and ``key`` (a client
+    certificate the server trusts) and ``verify`` (the server's certificate, ``false``, or
+    ``true`` for the system CAs); or ``unix:///DIR/unix.socket`` (a local daemon's LXD_DIR).
+    Paths are stored absolute and must be files now."""
+    url = (url or "").strip()
+    unknown = sorted(set(options) - {"cert", "key", "verify"})
+    if unknown:
+        raise InvalidValue("option of an LXD context", f"--{unknown[0]}", "use --cert, --key and --verify")
+    empty = {ENV_ENDPOINT: "", ENV_CERT: "", ENV_KEY: "", ENV_VERIFY: "", ENV_DIR: ""}
+    if url.startswith("unix://"):
+        path = url[len("unix://"):]
+        if options:
+            raise InvalidValue("--lxd", url, "a unix socket takes no --cert, --key or --verify")
+        if not os.path.isabs(path) or os.path.basename(path) != "unix.socket" or any(c in path for c in "\0\n"):
+            raise InvalidValue("--lxd", url, "write unix:///LXD_DIR/unix.socket")
+        return {**empty, ENV_DIR: os.path.dirname(os.path.normpath(path))}
+    try:
+        parsed = urlparse(url)
+        port = parsed.port
+    except ValueError as err:
+        raise InvalidValue("--lxd", url, str(err)) from None
+    if parsed.scheme != "https" or not parsed.hostname or parsed.path not in ("", "/") or parsed.query \
+            or parsed.username or any(c.isspace() for c in url):
+        raise InvalidValue("--lxd", url, "write https://HOST[:PORT] (or unix:///LXD_DIR/unix.socket)")
+    out = {**empty, ENV_ENDPOINT: f"https://{parsed.netloc}"}
+    if port is None:
+        out[ENV_ENDPOINT] += ":8443"
+    for option, env in (("cert", ENV_CERT), ("key", ENV_KEY)):
+        value = options.get(option)
+        if not value:
+            raise InvalidValue("--lxd", url, "an https:// context needs --cert and --key (a client certificate "
+                               "the server trusts: lxc config trust add CERT)")
+        out[env] = _existing_file(f"--{option}", value)
+    verify = options.get("verify", "").strip()
+    if verify.lower() in ("false", "0", "no", "off"):
+        out[ENV_VERIFY] = "false"
+    elif verify and verify.lower() not in ("true", "1", "yes", "on"):
+        out[ENV_VERIFY] = _existing_file("--verify", verify)
+    return out
+
+
+def _existing_file(option: str, path: str) -> str:
+    if any(c in path for c in "\0\n") or not os.path.isfile(path):
+        raise InvalidValue(option, path, "no such file")
+    return os.path.abspath(path)
 
 
 def remote_session(remote: _Remote) -> Any:

@@ -204,9 +204,11 @@ class LxdNetworks(LxdExec):
             self.require(Feature.NO_ICC, f"network {net.name} has no ICC")
         return net
 
-    def _create_on_network(self, body: dict[str, Any], net: Network, requested: str | None) -> Network:
+    def _create_on_network(self, body: dict[str, Any], net: Network, requested: str | None,
+                           placement: dict[str, Any] | None = None) -> Network:
         """Allocate the container's address and create it, under the host's network lock,
-        so that no two cman processes hand out one address. Returns the network as it was then."""
+        so that no two cman processes hand out one address. Returns the network as it was then.
+        ``placement``: the request's arguments for a cluster's ``--target`` (:meth:`LxdCluster._placement`)."""
         from ...network import check_container_ip, host_lock
         from ...network.alloc import allocate
 
@@ -221,7 +223,7 @@ class LxdNetworks(LxdExec):
             body["devices"][_net.NIC] = _net.nic_device(fresh, port)
             body["config"][_net.CFG_NETWORK] = fresh.name
             body["config"][_net.CFG_IP] = address
-            self._sync_or_wait(self.client.api.instances.post(json=body))
+            self._sync_or_wait(self.client.api.instances.post(json=body, **(placement or {})))
         return fresh
 
     def _pin_address(self, ref: str, raw: Mapping[str, Any], net: Network) -> None:
