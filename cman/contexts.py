@@ -190,7 +190,9 @@ def current(env: Mapping[str, str] | None = None) -> str | None:
     path = store_dir(env) / CURRENT
     try:
         text = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):
+        # cman writes it 0600 in a 0700 folder: one this user cannot read is another user's
+        # choice (HOME kept across `sudo -u`), not this user's, as an absent one is
         return None
     except (OSError, UnicodeDecodeError) as err:
         raise InvalidValue("current context file", str(path), f"cannot read it ({err})") from None

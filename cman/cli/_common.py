@@ -44,11 +44,13 @@ class Session:
         """Apply the run's context: --context > $CMAN_CONTEXT > the current one > none.
 
         Without any, nothing is imported and nothing changes (``cman ps`` as before)."""
-        from os import environ
+        from os import environ, path
 
         from ..config import config_dir
 
-        if not (option or environ.get("CMAN_CONTEXT") or (config_dir() / "contexts" / "current").exists()):
+        # os.path.exists: a folder this user cannot enter (HOME kept across `sudo -u`) holds no
+        # choice of this user's; Path.exists() would raise PermissionError there
+        if not (option or environ.get("CMAN_CONTEXT") or path.exists(config_dir() / "contexts" / "current")):
             return
         from .. import contexts
 
@@ -107,7 +109,8 @@ class Session:
         is an error that says what to write. A CONTEXT/ ref binds that context's endpoint to
         this thread until the next resolve (the caller uses the backend right away)."""
         head, slash, rest = ref.partition("/")
-        if slash and head and rest and _CONTEXT_NAME.fullmatch(head):
+        # no container name has a '/': "a/../x" is a bad name (exit 2), not context "a"
+        if slash and head and rest and "/" not in rest and _CONTEXT_NAME.fullmatch(head):
             return self._in_context(head, rest)
         if self._elsewhere:
             backends.bind(None)  # this run's own endpoint again, after a CONTEXT/NAME bound another
