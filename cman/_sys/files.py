@@ -185,9 +185,16 @@ def open_beneath(root: Path, relpath: str) -> int | None:
     except FileNotFoundError:
         return None
     except OSError as err:
-        if err.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafePath(err.errno, f"{relpath} is a symlink or beneath one", relpath) from err
+        if (unsafe := _unsafe(err, relpath)) is not None:
+            raise unsafe from err
         raise
+
+
+def _unsafe(err: OSError, relpath: str) -> UnsafePath | None:
+    """A symlink met on the way (ELOOP, ENOTDIR under O_NOFOLLOW) as UnsafePath; None for other errors."""
+    if err.errno in (errno.ELOOP, errno.ENOTDIR):
+        return UnsafePath(err.errno, f"{relpath} is a symlink or beneath one", relpath)
+    return None
 
 
 def open_regular_at(dirfd: int, leaf: str, relpath: str) -> int | None:
@@ -199,8 +206,8 @@ def open_regular_at(dirfd: int, leaf: str, relpath: str) -> int | None:
     except FileNotFoundError:
         return None
     except OSError as err:
-        if err.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafePath(err.errno, f"{relpath} is a symlink or beneath one", relpath) from err
+        if (unsafe := _unsafe(err, relpath)) is not None:
+            raise unsafe from err
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)

@@ -41,7 +41,6 @@ class Lister:
         self._ready = threading.Condition()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self.listings = 0
         self.listed_at = 0.0
         """time.monotonic() when the latest listing returned."""
 
@@ -68,7 +67,6 @@ class Lister:
                     seen = None
                 with self._ready:
                     self._latest = found
-                    self.listings += 1
                     self.listed_at = time.monotonic()
                     self._ready.notify_all()
             self._wake.wait(max(0.0, self.interval - (time.monotonic() - began)))
