@@ -9,6 +9,7 @@ a trailing newline (``$`` matches before a final ``\n``), so ``FOO\n=x`` would p
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 
@@ -123,3 +124,14 @@ def check_name(name: str, pattern: re.Pattern[str], max_len: int, rules: str, wh
     if not name or len(name) > max_len or not pattern.fullmatch(name):
         raise InvalidName(f"invalid {what} {name!r}", hint=rules)
     return name
+
+
+def parse_interval(text: str | float, field_name: str = "--interval") -> float:
+    """Seconds between samples: a finite number greater than 0."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise InvalidValue(field_name, text, "use a number of seconds greater than 0, e.g. 1 or 0.5") from None
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidValue(field_name, text, "must be a number of seconds greater than 0")
+    return value

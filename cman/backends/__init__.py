@@ -1,6 +1,9 @@
 """Backend registry: name -> "package:Class", imported only when asked for.
 
-Adding a backend is one package and one line here; the CLI needs no change.
+Adding a backend is one package and one line here; the CLI needs no change. The package
+has an ``endpoint`` module (``reachable()``, ``context_settings()``) and a lazy
+``__init__`` (PEP 562) that imports the backend class only when it is asked for, so
+picking the default engine or listing the reachable ones imports no backend code.
 Importing this package costs nothing: docker and pylxd load only when
 :func:`load` is called for their backend.
 
@@ -20,7 +23,7 @@ import contextlib
 import importlib
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
@@ -63,6 +66,19 @@ def backend_class(name: str) -> type[Backend]:
     module = importlib.import_module(module_name)
     cls: type[Backend] = getattr(module, class_name)
     return cls
+
+
+def lazy_backend(package: str, class_name: str) -> Callable[[str], object]:
+    """A backend package's module ``__getattr__`` (PEP 562): its class, from ``.backend``, on
+    first use, so importing the package's ``endpoint`` to ask whether the engine answers
+    imports no backend code."""
+
+    def __getattr__(name: str) -> object:
+        if name == class_name:
+            return getattr(importlib.import_module(f"{package}.backend"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
 
 
 def check_image(ref: str, name: str | None = None) -> None:
@@ -125,7 +141,8 @@ def bound(settings: Mapping[str, str] | None) -> Iterator[None]:
 
 
 def endpoint_module(name: str) -> object:
-    """The backend package's ``endpoint`` module (its ``context_settings``)."""
+    """The backend package's ``endpoint`` module: ``reachable()`` and ``context_settings()``,
+    the two things asked of an engine before its backend class is needed."""
     checked(name, "a context")
     return importlib.import_module(f"{REGISTRY[name].partition(':')[0]}.endpoint")
 
@@ -169,11 +186,12 @@ def apply_to_process(settings: Mapping[str, str]) -> None:
 
 
 def quick_reachable(name: str) -> bool:
-    """Cheap reachability check without importing the engine's SDK (:meth:`Backend.reachable`).
+    """A cheap guess whether the engine answers (a socket connect, a PATH lookup): the backend
+    package's ``endpoint.reachable()``, which imports neither the SDK nor the backend class.
 
     Used to pick a default backend and to decide which backends ``ps -a`` asks.
     """
-    return backend_class(name).reachable()
+    return bool(endpoint_module(name).reachable())  # type: ignore[attr-defined]
 
 
 def reachable_names() -> list[str]:

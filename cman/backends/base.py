@@ -158,12 +158,6 @@ class Backend(abc.ABC):
         return []
 
     @classmethod
-    def reachable(cls) -> bool:
-        """A cheap guess whether the engine answers (a socket connect, a PATH lookup), with no
-        SDK imported: picks the default backend and the backends a listing asks."""
-        return cls.probe().reachable
-
-    @classmethod
     @abc.abstractmethod
     def validate_name(cls, name: str) -> None:
         """Raise InvalidName unless ``name`` follows the engine's rules for containers."""

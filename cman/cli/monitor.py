@@ -34,7 +34,7 @@ LogOpt = Annotated[Path | None, typer.Option("--log", metavar="PATH", help="Appe
 def _config(ctx: typer.Context, interval: str, listen: str, pidfile: Path | None, log: Path | None) -> MonitorConfig:
     from .. import backends
     from ..monitor import MonitorConfig, is_loopback, parse_listen
-    from ..stats import parse_interval
+    from ..validate import parse_interval
 
     s = session(ctx)
     address = parse_listen(listen)

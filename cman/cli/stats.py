@@ -192,7 +192,7 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         per refresh, one per line. With --no-stream, a running `cman monitor` answers
         at once from its latest samples (JSON "sampled_by": "monitor").
         """
-        from ..stats import parse_interval
+        from ..validate import parse_interval
 
         s = session(ctx)
         seconds = parse_interval(interval)
@@ -229,7 +229,7 @@ def register(app: typer.Typer, only: str | None = None) -> None:
         cgroup: Cgroup = "auto",
     ) -> None:
         """Full-screen live view sorted by CPU, with recent history; q or Ctrl-C quits."""
-        from ..stats import parse_interval
+        from ..validate import parse_interval
 
         s = session(ctx)
         seconds = parse_interval(interval)

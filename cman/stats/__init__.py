@@ -1,21 +1,34 @@
 """CPU samples for containers across backends: the library behind ``cman stats``,
-``cman top`` and the monitor daemon (:mod:`.collector` takes them, :mod:`.rows` holds them)."""
+``cman top`` and the monitor daemon (:mod:`.collector` takes them, :mod:`.rows` holds them).
+
+The names load on first use (PEP 562): ``stats --no-stream`` answered by a monitor needs
+none of the collector's dataclasses or cgroup code.
+"""
 
 from __future__ import annotations
 
-from .collector import Backends, BackendSource, Selection, StatsCollector
-from .rows import (
-    STATUSES,
-    STOPPED,
-    ContainerStats,
-    Found,
-    Key,
-    Snapshot,
-    Target,
-    parse_interval,
-    stats_from_sample,
-    stopped_stats,
-)
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .collector import Backends, BackendSource, Selection, StatsCollector
+    from .rows import (
+        STATUSES,
+        STOPPED,
+        ContainerStats,
+        Found,
+        Key,
+        Snapshot,
+        Target,
+        stats_from_sample,
+        stopped_stats,
+    )
+
+_WHERE = {
+    **dict.fromkeys(("Backends", "BackendSource", "Selection", "StatsCollector"), "collector"),
+    **dict.fromkeys(("STATUSES", "STOPPED", "ContainerStats", "Found", "Key", "Snapshot", "Target",
+                     "stats_from_sample", "stopped_stats"), "rows"),
+}
 
 __all__ = [
     "STATUSES",
@@ -29,7 +42,12 @@ __all__ = [
     "Snapshot",
     "StatsCollector",
     "Target",
-    "parse_interval",
     "stats_from_sample",
     "stopped_stats",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

@@ -5,13 +5,11 @@ shared by the collector, the CLI's tables and JSON, and the monitor's state file
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..cgroups import CpuSample, SampleStatus
-from ..errors import InvalidValue
 from ..models import State
 
 STOPPED = "stopped"
@@ -27,17 +25,6 @@ Key = tuple[str, str]
 
 Found = tuple[list["Target"], list[str], dict[str, str]]
 """What :meth:`StatsCollector.discover` found: (targets, backends that answered, errors by backend)."""
-
-
-def parse_interval(text: str | float, field_name: str = "--interval") -> float:
-    """Seconds between samples: a finite number greater than 0."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise InvalidValue(field_name, text, "use a number of seconds greater than 0, e.g. 1 or 0.5") from None
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidValue(field_name, text, "must be a number of seconds greater than 0")
-    return value
 
 
 # -- results ------------------------------------------------------------------------

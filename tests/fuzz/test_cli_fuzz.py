@@ -39,7 +39,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from cman.cli import main
-from cman.stats import parse_interval
+from cman.validate import parse_interval
 
 from ..conftest import ROOTFS
 from ._fuzz import EXIT_CODES, FUZZ, counted, token, values

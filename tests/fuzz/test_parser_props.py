@@ -20,7 +20,7 @@ from cman import images, jobs
 from cman._sys.times import parse_time
 from cman.backends.lxc import tools as lxc_tools
 from cman.monitor.config import parse_listen
-from cman.stats import parse_interval
+from cman.validate import parse_interval
 
 from ._fuzz import FUZZ, Refused, counted, usage_or, values
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cman import stats
+from cman import stats, validate
 from cman.backends.base import Backend, Feature
 from cman.cgroups import CpuCounters
 from cman.errors import ContainerNotFound, EngineUnavailable, Unsupported
@@ -310,12 +310,12 @@ def test_parse_interval_rejects(bad: str) -> None:
     from cman.errors import InvalidValue
 
     with pytest.raises(InvalidValue, match="--interval"):
-        stats.parse_interval(bad)
+        validate.parse_interval(bad)
 
 
 def test_parse_interval_accepts() -> None:
-    assert stats.parse_interval("0.25") == 0.25
-    assert stats.parse_interval("2") == 2.0
+    assert validate.parse_interval("0.25") == 0.25
+    assert validate.parse_interval("2") == 2.0
 
 
 class FakeRemote(FakeBackend):

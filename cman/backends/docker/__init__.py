@@ -20,19 +20,12 @@ does it), go through a small stdlib client, because importing the SDK
 
 from __future__ import annotations
 
-from ..base import Feature
-from .containers import DockerContainers
-from .export import DockerExport
-from .imports import DockerImports
-from .leftovers import DockerLeftovers
-from .networks import DockerNetworks
+from typing import TYPE_CHECKING
 
+from .. import lazy_backend
 
-class DockerBackend(DockerContainers, DockerImports, DockerExport, DockerNetworks, DockerLeftovers):
-    name = "docker"
-    capabilities = frozenset(Feature) - {Feature.NESTING, Feature.CLUSTER}
-    """No NESTING: a container that runs Docker inside needs ``--privileged`` on Docker, which
-    cman asks for only as ``--privileged`` (Docker-in-Docker), never as a side effect of nesting."""
-
+if TYPE_CHECKING:
+    from .backend import DockerBackend
 
 __all__ = ["DockerBackend"]
+__getattr__ = lazy_backend(__name__, "DockerBackend")

@@ -116,10 +116,6 @@ class DockerConnection(Backend):
         return endpoint.probe()
 
     @classmethod
-    def reachable(cls) -> bool:
-        return endpoint.reachable()
-
-    @classmethod
     def validate_name(cls, name: str) -> None:
         check_name(name, NAME_RE, 128, NAME_RULES)
 

@@ -23,19 +23,12 @@ its own network records, and reads every state back from the tools.
 
 from __future__ import annotations
 
-from ..base import Feature
-from .export import LxcExport
-from .leftovers import LxcLeftovers
+from typing import TYPE_CHECKING
 
+from .. import lazy_backend
 
-class LxcBackend(LxcLeftovers, LxcExport):
-    """Raw LXC through the lxc-* tools. See the package docstring for the parts (the
-    mixins: LxcLeftovers over LxcContainers, LxcImages and LxcNetworks; LxcExport)."""
-
-    name = "lxc"
-    # No daemon: no remote endpoint, and template pulls report no byte progress.
-    capabilities = frozenset(Feature) - {Feature.PULL_PROGRESS, Feature.REMOTE, Feature.CLUSTER, Feature.API_CPU_STATS}
-    system_containers = True
-
+if TYPE_CHECKING:
+    from .backend import LxcBackend
 
 __all__ = ["LxcBackend"]
+__getattr__ = lazy_backend(__name__, "LxcBackend")

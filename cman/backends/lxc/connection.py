@@ -78,11 +78,6 @@ class LxcConnection(Backend):
         return EngineStatus("lxc", True, True, True, version=version, endpoint=lxcpath)
 
     @classmethod
-    def reachable(cls) -> bool:
-        """No daemon to ask: the tools are installed, or not."""
-        return shutil.which("lxc-start") is not None
-
-    @classmethod
     def validate_name(cls, name: str) -> None:
         check_name(name, NAME_RE, 64, NAME_RULES)
         check_config_value("container name", name)

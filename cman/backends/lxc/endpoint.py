@@ -8,14 +8,21 @@ to that variable (:func:`.tools.lxc_path_from_env`).
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping
 
 from ...errors import InvalidValue
-from .tools import DEFAULT_LXC_PATH, ENV_LXC_PATH, check_lxc_value
+
+
+def reachable() -> bool:
+    """No daemon to ask: the tools are installed, or not."""
+    return shutil.which("lxc-start") is not None
 
 
 def context_settings(url: str | None, options: Mapping[str, str]) -> dict[str, str]:
     """An LXC context's settings: ``{"CMAN_LXC_PATH": PATH}`` (absolute, no control characters)."""
+    from .tools import DEFAULT_LXC_PATH, ENV_LXC_PATH, check_lxc_value  # not for reachable()
+
     unknown = sorted(set(options) - {"lxcpath"})
     if unknown:
         raise InvalidValue("option of an LXC context", f"--{unknown[0]}", "an LXC context takes only --lxcpath")

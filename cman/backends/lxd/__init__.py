@@ -22,17 +22,12 @@ lists local instances with the stdlib (:mod:`cman._sys.unixhttp`).
 
 from __future__ import annotations
 
-from ..base import Feature
-from .containers import LxdContainers
-from .export import LxdExport
-from .images import LxdImages
-from .networks import LxdNetworks
+from typing import TYPE_CHECKING
 
+from .. import lazy_backend
 
-class LxdBackend(LxdContainers, LxdExport, LxdImages, LxdNetworks):
-    name = "lxd"
-    system_containers = True
-    capabilities = frozenset(Feature)
-
+if TYPE_CHECKING:
+    from .backend import LxdBackend
 
 __all__ = ["LxdBackend"]
+__getattr__ = lazy_backend(__name__, "LxdBackend")

@@ -350,10 +350,6 @@ class LxdConnection(Backend):
         return EngineStatus("lxd", installed, True, True, version=version, endpoint=remote.endpoint)
 
     @classmethod
-    def reachable(cls) -> bool:
-        return endpoint.reachable()
-
-    @classmethod
     def validate_name(cls, name: str) -> None:
         check_name(name, NAME_RE, 63, NAME_RULES)
 

@@ -1,0 +1,57 @@
+"""Start-up cost: what cheap questions import (issue 10's start-up-bound targets).
+
+Each check runs in a fresh interpreter, since this test process has imported everything.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+BACKEND_CODE = [f"cman.backends.{e}.{part}" for e in ("docker", "lxd", "lxc") for part in ("backend", "containers")]
+
+
+def loaded_after(code: str, watched: list[str]) -> list[str]:
+    """Which of ``watched`` are in sys.modules after ``code`` ran in a new interpreter."""
+    probe = f"import json, sys\n{code}\nprint(json.dumps(sorted(m for m in {watched!r} if m in sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    found: list[str] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return found
+
+
+def test_asking_which_engines_answer_imports_no_backend_class() -> None:
+    code = "from cman import backends\nfor n in backends.names(): backends.quick_reachable(n)"
+    assert loaded_after(code, BACKEND_CODE) == []
+
+
+def test_naming_the_backend_class_loads_it() -> None:
+    code = "from cman.backends.docker import DockerBackend\nassert DockerBackend.name == 'docker'"
+    assert loaded_after(code, BACKEND_CODE) == ["cman.backends.docker.backend", "cman.backends.docker.containers"]
+
+
+@pytest.mark.parametrize("package", ["docker", "lxd", "lxc"])
+def test_an_unknown_name_of_a_backend_package_is_an_attribute_error(package: str) -> None:
+    import importlib
+
+    module = importlib.import_module(f"cman.backends.{package}")
+    with pytest.raises(AttributeError):
+        _ = module.NoSuchThing
+
+
+def test_the_stats_package_loads_its_parts_on_first_use() -> None:
+    watched = ["cman.stats.collector", "cman.stats.rows", "cman.cgroups"]
+    assert loaded_after("import cman.stats", watched) == []
+    assert loaded_after("from cman.stats import Snapshot", watched) == ["cman.cgroups", "cman.stats.rows"]
+
+
+def test_every_name_the_stats_package_exports_resolves() -> None:
+    import cman.stats
+
+    for name in cman.stats.__all__:
+        assert getattr(cman.stats, name) is not None, name
+    with pytest.raises(AttributeError):
+        _ = cman.stats.parse_interval  # type: ignore[attr-defined]  # moved to cman.validate
