@@ -8,7 +8,15 @@ is sent slowly, so the pull lasts a few seconds and reports progress. cman is to
 server's certificate with ``CMAN_LXD_REMOTE_CERTS`` and passes it to the daemon in the
 pull's ``source.certificate``, as ``lxc remote add`` pins a server's certificate.
 
-The image, its alias and the server are removed afterwards, also when a test fails.
+Each server serves under a path of its own (``https://127.0.0.1:PORT/cmantest-XXXXXX-TOKEN``),
+never at the port's root: the daemon keeps a copy of a server's index in its cache directory,
+one folder per server URL, and reads that copy instead of asking the server for an hour (and
+for longer whenever the server does not answer). Under a bare ``https://127.0.0.1:PORT``, a
+server of an earlier run that had the same ephemeral port answered for this run's server:
+its index has that run's alias, not this one's, so the pull failed ("... is not on ...").
+
+The image, its alias and the server are removed afterwards, also when a test fails, and so
+is the daemon's cached copy of the server's index.
 """
 
 from __future__ import annotations
@@ -91,20 +99,38 @@ def _certificate(folder: Path) -> tuple[Path, Path]:
     return crt, key
 
 
+LXD_CACHE_DIRS = (Path("/var/cache/lxd"), Path("/var/snap/lxd/common/lxd/cache"))
+"""Where the daemon (deb, snap) keeps its copies of simplestreams indexes, one folder per server URL."""
+
+
+def _forget_index(url: str) -> None:
+    """Remove the daemon's cached copy of the index of the server at ``url`` (only that one)."""
+    name = hashlib.sha256(url.encode()).hexdigest()
+    for folder in LXD_CACHE_DIRS:
+        shutil.rmtree(folder / name, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def serve(folder: Path) -> Iterator[ImageServer]:
-    """The HTTPS image server on 127.0.0.1, in a thread of this process."""
+    """The HTTPS image server on 127.0.0.1, in a thread of this process, under a URL path no
+    other server ever had (see the module's docstring: the daemon's index cache is per URL)."""
     built = imagebuild.build_unified(ROOTFS, f"{RUN}-served", out_dir=folder)
     crt, key = _certificate(folder)
     image_path = f"images/busybox/cman/amd64/default/20240101_0000/{RUN}.lxd_combined.tar.gz"
     alias = f"{RUN}/busybox"
     size = built.path.stat().st_size
     files = _streams(f"busybox:cman:amd64:{RUN}", alias, image_path, built.fingerprint, size)
-    seen: list[str] = []
+    base = f"/{RUN}-{secrets.token_hex(6)}"
+    seen: list[str] = []  # the paths asked for, relative to base (one elsewhere whole: it gets a 404)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
+            full = self.path.split("?", 1)[0]
+            if not full.startswith(base + "/"):
+                seen.append(full)
+                self.send_error(404)
+                return
+            path = full[len(base):]
             seen.append(path)
             if path == "/" + image_path:
                 self._send_slowly(built.path)
@@ -138,14 +164,15 @@ def serve(folder: Path) -> Iterator[ImageServer]:
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    url = f"https://127.0.0.1:{server.server_address[1]}{base}"
     try:
-        port = server.server_address[1]
-        yield ImageServer(f"https://127.0.0.1:{port}", crt, f"{RUN}-mirror", alias, built.fingerprint, size, seen)
+        yield ImageServer(url, crt, f"{RUN}-mirror", alias, built.fingerprint, size, seen)
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
         built.path.unlink(missing_ok=True)
+        _forget_index(url)
 
 
 @pytest.fixture(scope="module")

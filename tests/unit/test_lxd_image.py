@@ -219,3 +219,37 @@ def test_pull_failures_are_classified(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(down, EngineUnavailable) and "proxy" not in str(down), "loopback never goes through it"
     proxied = backend._pull_failed("images:debian/12", far, "proxyconnect tcp: connection refused")
     assert "through the proxy http://127.0.0.1:9" in str(proxied)
+
+
+_REFUSED = ('Failed getting remote image info: Failed getting image: Failed parsing stream: Get '
+            '"https://127.0.0.1:8443/aliases/streams/v1/index.json": Unable to connect to: 127.0.0.1:8443 '
+            '([dial tcp 127.0.0.1:8443: connect: connection refused])')
+
+
+@pytest.mark.parametrize(("text", "missing"), [
+    ("Failed getting remote image info: Failed getting image: The requested image couldn't be found", True),
+    ("Alias 'busybox' not found", True),
+    (_REFUSED, False),
+    ('Get "https://127.0.0.1:8443/aliases/streams/v1/index.json": net/http: TLS handshake timeout', False),
+    ("Failed parsing stream: Unable to fetch https://127.0.0.1:8443/aliases/streams/v1/index.json: "
+     "503 Service Unavailable", False),
+    ("Failed parsing stream: Unable to fetch https://127.0.0.1:8443/aliases/streams/v1/index.json: 404 Not Found",
+     False),
+    ("Unable to fetch https://127.0.0.1:8443/certificates/not-found/streams/v1/index.json: 502 Bad Gateway", False),
+])
+def test_only_the_daemons_words_say_an_image_is_missing(text: str, missing: bool) -> None:
+    """A server that is down, slow, failing or not a simplestreams server is "cannot be reached",
+    whatever words its URL has (here a server under /aliases): "is not on" needs the daemon's
+    own "couldn't be found" or "alias ... not found"."""
+    from cman.backends.lxd import LxdBackend
+    from cman.errors import EngineUnavailable, ImageNotFound
+
+    remote = li.RemoteRef("https://127.0.0.1:8443/aliases", "busybox", "mirror:busybox")
+    err = LxdBackend()._pull_failed("mirror:busybox", remote, text)
+    if missing:
+        assert isinstance(err, ImageNotFound), err
+        assert "busybox is not on https://127.0.0.1:8443/aliases" in str(err)
+        assert "index" in str(err) and "an hour" in str(err), "the hint names the daemon's cached index"
+    else:
+        assert isinstance(err, EngineUnavailable) and "cannot be reached" in str(err), err
+        assert "not trusted" not in str(err), err

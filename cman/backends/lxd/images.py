@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,15 @@ from .ociimages import LxdOciImages
 
 if TYPE_CHECKING:
     from .imagebuild import BuiltImage, RemoteRef
+
+
+_URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+"""A URL in a daemon's error text: its host and path are names, not the daemon's words."""
+
+_STALE_INDEX = (
+    "check the alias; the daemon reads the server's index from its own copy, up to an hour old "
+    "(older while the server does not answer), so an image the server got since is not seen yet"
+)
 
 
 def _canonical(ref: str) -> str | None:
@@ -145,10 +155,16 @@ class LxdImages(LxdOciImages):
 
     def _pull_failed(self, ref: str, remote: RemoteRef, text: str) -> CmanError:
         """A failed pull: the server answered without the image (LXD 5.0.2 says "The requested
-        image couldn't be found"; older ones "alias not found"), or it could not be reached."""
-        low = text.lower()
+        image couldn't be found"; older ones "alias not found"), or it could not be reached.
+
+        Only the daemon's words count, not a URL it quotes: a 404 from a server whose path
+        says "alias" is a server that cannot be reached, not a missing image. The daemon
+        answers "not found" from its cached copy of the server's index, so the hint says so."""
+        low = _URL.sub("URL", text).lower()
         if ("not found" in low and "alias" in low) or "couldn't be found" in low:
-            return ImageNotFound(ref, "lxd", f"{remote.alias} is not on {remote.server}")
+            missing = ImageNotFound(ref, "lxd", f"{remote.alias} is not on {remote.server}")
+            missing.hint = _STALE_INDEX
+            return missing
         if "x509" in low or "certificate" in low:
             from .imagebuild import ENV_REMOTE_CERTS
 
