@@ -14,7 +14,6 @@ import re
 from collections.abc import Iterable, Mapping
 
 from .errors import InvalidName, InvalidValue
-from .models import RESERVED_LABEL_PREFIXES
 
 _SIZE = re.compile(r"(\d{1,30}(?:\.\d{1,30})?)\s*([bkmgt]?)(?:i?b)?", re.IGNORECASE | re.ASCII)
 MAX_BYTES = 2**63 - 1
@@ -94,6 +93,8 @@ def check_user_labels(labels: Mapping[str, str]) -> None:
     ``cman.run``, ...): a user label there could make cman misjudge a container. Compared
     without case, so ``CMAN.managed`` is refused too.
     """
+    from .models import RESERVED_LABEL_PREFIXES  # models is not light; parse_interval needs none of it
+
     for key, value in labels.items():
         pair = f"{key}={value}"
         if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key):

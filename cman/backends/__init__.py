@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from .._sys.lazy import lazy_attributes
 from ..errors import UsageError
 
 if TYPE_CHECKING:
@@ -69,16 +70,10 @@ def backend_class(name: str) -> type[Backend]:
 
 
 def lazy_backend(package: str, class_name: str) -> Callable[[str], object]:
-    """A backend package's module ``__getattr__`` (PEP 562): its class, from ``.backend``, on
-    first use, so importing the package's ``endpoint`` to ask whether the engine answers
-    imports no backend code."""
-
-    def __getattr__(name: str) -> object:
-        if name == class_name:
-            return getattr(importlib.import_module(f"{package}.backend"), name)
-        raise AttributeError(f"module {package!r} has no attribute {name!r}")
-
-    return __getattr__
+    """A backend package's module ``__getattr__``: its class, from ``.backend``, on first use,
+    so importing the package's ``endpoint`` to ask whether the engine answers imports no
+    backend code."""
+    return lazy_attributes(package, {class_name: "backend"})
 
 
 def check_image(ref: str, name: str | None = None) -> None:

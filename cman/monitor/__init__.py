@@ -10,30 +10,65 @@ figures as Prometheus metrics and as a JSON file that ``cman stats`` reads.
 
 Every ``cman stats --no-stream`` imports this package to look for a running monitor, so
 its top level stays light: no dataclasses (~2 ms each to create), and logging,
-threading, prometheus_client and cman.stats are imported where used.
+threading, prometheus_client and cman.stats are imported where used. Its names load on
+first use (:mod:`cman._sys.lazy`): finding the monitor's state needs :mod:`.state` and
+:mod:`.config`, never the daemon.
 """
 
 from __future__ import annotations
 
-from .config import (
-    DEFAULT_HOST,
-    DEFAULT_INTERVAL,
-    DEFAULT_PORT,
-    ENV_PIDFILE,
-    ENV_RUN_DIR,
-    MonitorConfig,
-    MonitorError,
-    MonitorRunning,
-    default_pidfile,
-    format_listen,
-    is_loopback,
-    parse_listen,
-    run_dir,
-    state_file_for,
-)
-from .daemon import Monitor, Status, run_foreground, start, status, stop
-from .pidfile import PidFile, lock_holder
-from .state import MonitorState, read_state, snapshot_document
+from typing import TYPE_CHECKING
+
+from .._sys.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from .config import (
+        DEFAULT_HOST,
+        DEFAULT_INTERVAL,
+        DEFAULT_PORT,
+        ENV_PIDFILE,
+        ENV_RUN_DIR,
+        MonitorConfig,
+        MonitorError,
+        MonitorRunning,
+        default_pidfile,
+        format_listen,
+        is_loopback,
+        parse_listen,
+        run_dir,
+        state_file_for,
+    )
+    from .daemon import Monitor, Status, run_foreground, start, status, stop
+    from .pidfile import PidFile, lock_holder
+    from .state import MonitorState, read_state, snapshot_document
+
+_WHERE = {
+    "DEFAULT_HOST": "config",
+    "DEFAULT_INTERVAL": "config",
+    "DEFAULT_PORT": "config",
+    "ENV_PIDFILE": "config",
+    "ENV_RUN_DIR": "config",
+    "MonitorConfig": "config",
+    "MonitorError": "config",
+    "MonitorRunning": "config",
+    "default_pidfile": "config",
+    "format_listen": "config",
+    "is_loopback": "config",
+    "parse_listen": "config",
+    "run_dir": "config",
+    "state_file_for": "config",
+    "Monitor": "daemon",
+    "Status": "daemon",
+    "run_foreground": "daemon",
+    "start": "daemon",
+    "status": "daemon",
+    "stop": "daemon",
+    "PidFile": "pidfile",
+    "lock_holder": "pidfile",
+    "MonitorState": "state",
+    "read_state": "state",
+    "snapshot_document": "state",
+}
 
 __all__ = [
     "DEFAULT_HOST",
@@ -62,3 +97,4 @@ __all__ = [
     "status",
     "stop",
 ]
+__getattr__ = lazy_attributes(__name__, _WHERE)

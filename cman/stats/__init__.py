@@ -7,8 +7,9 @@ none of the collector's dataclasses or cgroup code.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .._sys.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .collector import Backends, BackendSource, Selection, StatsCollector
@@ -46,8 +47,4 @@ __all__ = [
     "stopped_stats",
 ]
 
-
-def __getattr__(name: str) -> object:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)

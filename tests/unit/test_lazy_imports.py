@@ -55,3 +55,29 @@ def test_every_name_the_stats_package_exports_resolves() -> None:
         assert getattr(cman.stats, name) is not None, name
     with pytest.raises(AttributeError):
         _ = cman.stats.parse_interval  # type: ignore[attr-defined]  # moved to cman.validate
+
+
+def test_reading_the_monitors_state_imports_no_daemon() -> None:
+    watched = ["cman.monitor.daemon", "cman.monitor.metrics", "cman.monitor.state"]
+    assert loaded_after("from cman.monitor.config import check_pidfile", watched) == []
+    assert loaded_after("from cman.monitor import read_state", watched) == ["cman.monitor.state"]
+
+
+def test_a_lazy_package_still_hands_out_its_submodules() -> None:
+    from cman.monitor import MonitorError, daemon
+
+    assert daemon.__name__ == "cman.monitor.daemon" and issubclass(MonitorError, Exception)
+
+
+def test_a_json_list_prints_one_item_per_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """The C encoder's compact items, one per line (indent would take the pure-Python encoder)."""
+    from cman.cli._common import print_json
+
+    rows = [{"name": "a", "cpu": None, "n": 1}, {"name": "b\n", "cpu": 2.5, "n": 2}]
+    print_json(rows)
+    out = capsys.readouterr().out
+    assert json.loads(out) == rows
+    assert out.splitlines() == ["[", '  {"name": "a", "cpu": null, "n": 1},', '  {"name": "b\\n", "cpu": 2.5, "n": 2}', "]"]
+    for empty_or_one in ([], {"k": [1]}):
+        print_json(empty_or_one)
+        assert json.loads(capsys.readouterr().out) == empty_or_one

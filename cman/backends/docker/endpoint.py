@@ -18,14 +18,17 @@ import os
 import shutil
 import socket
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from ..._sys import unixhttp
 from ...errors import CmanError, InvalidValue
-from ...models import EngineStatus
 from .. import setting
-from ..base import Locality, loopback_url
 from .api import ApiError, SdkTransport, SshTransport, Transport, UnixTransport, ssh_argv
+
+if TYPE_CHECKING:  # models and base load when probing: reachable() is asked at every start
+    from ...models import EngineStatus
+    from ..base import Locality
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 SETTINGS = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
@@ -108,6 +111,8 @@ def reachable() -> bool:
 
 
 def locality() -> Locality:
+    from ..base import Locality, loopback_url
+
     host = docker_host()
     if docker_socket() is not None or (host.startswith("tcp://") and loopback_url(host)):
         return Locality(True, host)
@@ -130,6 +135,8 @@ def _fix_for_missing_daemon() -> str:
 
 
 def probe() -> EngineStatus:
+    from ...models import EngineStatus
+
     """Is the daemon at DOCKER_HOST installed, running and answering? Never raises; says the fix."""
     host = docker_host()
     installed = shutil.which("dockerd") is not None or shutil.which("docker") is not None
@@ -157,6 +164,8 @@ def probe() -> EngineStatus:
 
 
 def _probe_socket(path: str, host: str, installed: bool) -> EngineStatus:
+    from ...models import EngineStatus
+
     if not os.path.exists(path):
         return EngineStatus("docker", installed, False, False, endpoint=host,
                             problem=f"the Docker daemon is not running (no socket at {path})",

@@ -20,13 +20,15 @@ import contextlib
 import os
 import shutil
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from ..._sys import unixhttp as _http
 from ...errors import EngineUnavailable, InvalidValue
-from ...models import EngineStatus
 from .. import setting
+
+if TYPE_CHECKING:
+    from ...models import EngineStatus
 
 ENV_ENDPOINT = "CMAN_LXD_ENDPOINT"
 ENV_CERT = "CMAN_LXD_CERT"
@@ -179,6 +181,8 @@ def remote_session(remote: _Remote) -> Any:
 
 
 def probe_local() -> EngineStatus:
+    from ...models import EngineStatus  # not at import: reachable() is asked at every start
+
     """The local daemon's status, asked over its socket with the stdlib; never raises."""
     installed = shutil.which("lxd") is not None
     path = lxd_socket()
