@@ -90,7 +90,8 @@ def _invoked_command(argv: list[str]) -> str | None:
 
 
 def build_app(command: str | None = None) -> typer.Typer:
-    """The Typer app with every command, or only ``command``'s when it is known."""
+    """The Typer app with every command, or only ``command``'s when it is known ("": none,
+    for ``cman --version``)."""
     import importlib
 
     app = typer.Typer(
@@ -102,7 +103,7 @@ def build_app(command: str | None = None) -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(_global)
-    modules = [COMMANDS[command]] if command else list(dict.fromkeys(COMMANDS.values()))
+    modules = [COMMANDS[command]] if command else [] if command == "" else list(dict.fromkeys(COMMANDS.values()))
     for module in modules:
         importlib.import_module(f".{module}", __name__).register(app, command)
     return app
@@ -114,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args or bool(os.environ.get("CMAN_DEBUG"))
     completing = any(k.endswith("_COMPLETE") for k in os.environ)
     try:
-        app = build_app(None if completing else _invoked_command(args))
+        only = None if completing else _invoked_command(args)
+        if only is None and "--version" in args and not {"-h", "--help"} & set(args):
+            only = ""  # the eager --version answers before any command is looked up
+        app = build_app(only)
         result = app(args=args, prog_name="cman", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except typer.Exit as done:
