@@ -81,3 +81,12 @@ def test_a_json_list_prints_one_item_per_line(capsys: pytest.CaptureFixture[str]
     for empty_or_one in ([], {"k": [1]}):
         print_json(empty_or_one)
         assert json.loads(capsys.readouterr().out) == empty_or_one
+
+
+def test_a_backend_class_loads_no_profile_store_and_no_registry_client() -> None:
+    """`ps` loads the backend class: profiles are read and registry layouts fetched only by
+    the verbs that use them."""
+    watched = ["cman.profiles.store", "cman.profiles.schema", "cman.oci.layout"]
+    code = "from cman.backends.lxd import LxdBackend\nfrom cman.backends.lxc import LxcBackend"
+    assert loaded_after(code, watched) == []
+    assert loaded_after("from cman.profiles import load", watched) == ["cman.profiles.schema", "cman.profiles.store"]

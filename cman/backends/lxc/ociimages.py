@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 
 from ... import config as _config
 from ...models import PullProgress
-from ...oci import imageconfig, layout
+from ...oci import imageconfig
 from ...oci.refs import Reference, names_registry, parse, registry_image
 from ...validate import check_config_value
 from .connection import LxcConnection
@@ -62,10 +62,14 @@ class LxcOciImages(LxcConnection):
     def _pull_oci(self, ref: Reference) -> Iterator[PullProgress]:
         """Fetch (only new layers), then unpack and store unless the stored image has the
         same manifest; the layout's tag is in use until then (:func:`layout.in_use`)."""
+        from ...oci import layout  # hashlib and the registry client: for a pull only, not for `ps`
+
         with layout.in_use():
             yield from self._fetch_and_store(ref)
 
     def _fetch_and_store(self, ref: Reference) -> Iterator[PullProgress]:
+        from ...oci import layout
+
         fetched = yield from layout.fetch(ref, _config.load(), "lxc", user=self.layout_user())
         alias = ref.canonical
         current = self.store.find(alias)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ... import config as _config
 from ...errors import ImageNotFound
 from ...models import PullProgress
-from ...oci import imageconfig, layout
+from ...oci import imageconfig
 from ...oci.refs import Reference, names_registry, parse, registry_image
 from .connection import LxdConnection, _boundary
 from .convert import OCI_CONFIG_PROPERTY, OCI_MANIFEST_PROPERTY
@@ -77,10 +77,13 @@ class LxdOciImages(LxdConnection):
 
     def _pull_oci(self, ref: Reference) -> Iterator[PullProgress]:
         """The layout's tag is in use until the image is uploaded (:func:`layout.in_use`)."""
+        from ...oci import layout  # hashlib and the registry client: for a pull only, not for `ps`
+
         with layout.in_use():
             yield from self._fetch_and_upload(ref)
 
     def _fetch_and_upload(self, ref: Reference) -> Iterator[PullProgress]:
+        from ...oci import layout
         from . import imagebuild
 
         fetched = yield from layout.fetch(ref, _config.load(), "lxd", user=self.layout_user())
