@@ -23,10 +23,9 @@ import contextlib
 import importlib
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from .._sys.lazy import lazy_attributes
 from ..errors import UsageError
 
 if TYPE_CHECKING:
@@ -67,13 +66,6 @@ def backend_class(name: str) -> type[Backend]:
     module = importlib.import_module(module_name)
     cls: type[Backend] = getattr(module, class_name)
     return cls
-
-
-def lazy_backend(package: str, class_name: str) -> Callable[[str], object]:
-    """A backend package's module ``__getattr__``: its class, from ``.backend``, on first use,
-    so importing the package's ``endpoint`` to ask whether the engine answers imports no
-    backend code."""
-    return lazy_attributes(package, {class_name: "backend"})
 
 
 def check_image(ref: str, name: str | None = None) -> None:

@@ -75,7 +75,8 @@ def _global(
 
 
 def _invoked_command(argv: list[str]) -> str | None:
-    """The top-level command named in argv, skipping global options."""
+    """The top-level command named in argv, skipping global options; "" when ``--version``
+    comes first (the eager option answers before any command is looked up)."""
     skip_value = False
     for arg in argv:
         if skip_value:
@@ -86,6 +87,8 @@ def _invoked_command(argv: list[str]) -> str | None:
             return arg if arg in COMMANDS else None
         elif arg in ("--help", "-h") or arg.startswith("--install-completion") or arg.startswith("--show-completion"):
             return None
+        elif arg == "--version":
+            return ""
     return None
 
 
@@ -115,10 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args or bool(os.environ.get("CMAN_DEBUG"))
     completing = any(k.endswith("_COMPLETE") for k in os.environ)
     try:
-        only = None if completing else _invoked_command(args)
-        if only is None and "--version" in args and not {"-h", "--help"} & set(args):
-            only = ""  # the eager --version answers before any command is looked up
-        app = build_app(only)
+        app = build_app(None if completing else _invoked_command(args))
         result = app(args=args, prog_name="cman", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except typer.Exit as done:

@@ -90,3 +90,9 @@ def test_a_backend_class_loads_no_profile_store_and_no_registry_client() -> None
     code = "from cman.backends.lxd import LxdBackend\nfrom cman.backends.lxc import LxcBackend"
     assert loaded_after(code, watched) == []
     assert loaded_after("from cman.profiles import load", watched) == ["cman.profiles.schema", "cman.profiles.store"]
+
+
+def test_version_first_builds_no_command() -> None:
+    commands = ["cman.cli.containers", "cman.cli.images", "cman.cli.stats", "cman.cli.network"]
+    assert loaded_after("from cman.cli import main\nmain(['--version'])", commands) == []
+    assert loaded_after("from cman.cli import main\nmain(['--help', '--version'])", commands) == sorted(commands)

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .. import lazy_backend
+from ..._sys.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .backend import DockerBackend
 
 __all__ = ["DockerBackend"]
-__getattr__ = lazy_backend(__name__, "DockerBackend")
+__getattr__ = lazy_attributes(__name__, {"DockerBackend": "backend"})  # the class on first use: `.endpoint` stays cheap

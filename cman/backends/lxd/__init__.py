@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .. import lazy_backend
+from ..._sys.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .backend import LxdBackend
 
 __all__ = ["LxdBackend"]
-__getattr__ = lazy_backend(__name__, "LxdBackend")
+__getattr__ = lazy_attributes(__name__, {"LxdBackend": "backend"})  # the class on first use: `.endpoint` stays cheap
