@@ -26,13 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidValue
-from .oci.refs import DOMAIN
 
 ENV_MIRROR = "CMAN_REGISTRY_MIRROR"
 SYSTEM_FILE = Path("/etc/cman/config.toml")
 KEYS = ("registry_mirrors", "insecure_registries", "search_registries")
 IMPLICITLY_INSECURE = ("127.0.0.1", "localhost", "::1")
-_MIRROR = re.compile(rf"(https?)://({DOMAIN})/?")
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,9 @@ def check_not_writable_by_others(path: Path, what: str) -> None:
 
 
 def parse_mirror(url: str, where: str, what: str = "registry mirror") -> Mirror:
-    m = _MIRROR.fullmatch(url.strip())
+    from .oci.refs import DOMAIN  # not at import: `ps` reads config_dir() only
+
+    m = re.fullmatch(rf"(https?)://({DOMAIN})/?", url.strip())  # re caches the compiled pattern
     if not m:
         raise InvalidValue(f"{what} ({where})", url,
                            "write http(s)://HOST[:PORT], e.g. http://127.0.0.1:5000 (no path)")
@@ -102,6 +102,8 @@ def parse_mirror(url: str, where: str, what: str = "registry mirror") -> Mirror:
 
 def parse(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Check one file's table; returns the keys it sets (already checked)."""
+    from .oci.refs import DOMAIN
+
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
         raise InvalidValue(f"key in {where}", unknown[0], f"known keys: {', '.join(KEYS)}")

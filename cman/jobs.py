@@ -83,10 +83,13 @@ import contextlib
 import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import IO, ClassVar, Protocol, cast
+from typing import IO, TYPE_CHECKING, ClassVar, Protocol, cast
 
 from .errors import CmanError, EngineError, Interrupted
-from .models import LogChunk, State, StdIO
+from .models import State
+
+if TYPE_CHECKING:
+    from .models import LogChunk, StdIO
 
 JOB_DIR = "/var/log/cman"
 JOB_OUT = f"{JOB_DIR}/job.out"
@@ -214,6 +217,7 @@ def run_foreground(host: JobHost, ref: str, command: Sequence[str], io: StdIO) -
     """Run the job attached to the caller's streams under :data:`FOREGROUND_WRAPPER`; kill
     the container; record the job's output and code."""
     from ._sys.tty import Tee  # only for foreground sessions
+    from .models import StdIO
 
     out, err = Tee(io.stdout, OUTPUT_LIMIT), Tee(io.stderr, OUTPUT_LIMIT)
     teed = StdIO(io.stdin, cast(IO[bytes], out), cast(IO[bytes], err), io.tty)
@@ -279,6 +283,8 @@ def wait(host: JobHost, ref: str) -> int:
 
 def logs(host: JobHost, ref: str, *, follow: bool = False) -> Iterator[LogChunk]:
     """The job's stdout and stderr; with ``follow``, new output until the container stops."""
+    from .models import LogChunk
+
     offsets = {JOB_OUT: 0, JOB_ERR: 0}
     streams: Mapping[str, str] = {JOB_OUT: "stdout", JOB_ERR: "stderr"}
     while True:

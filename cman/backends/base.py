@@ -26,24 +26,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import ContainerNotFound, Unsupported
-from ..models import (
-    ClusterMember,
-    Container,
-    ContainerSpec,
-    EngineStatus,
-    ExecResult,
-    Image,
-    ImageConfig,
-    ImageLayer,
-    LogChunk,
-    PruneResult,
-    PullProgress,
-    State,
-    StdIO,
-)
+from ..models import State
 
 if TYPE_CHECKING:
     from ..cgroups.counters import CpuCounters
+    from ..models import (
+        ClusterMember,
+        Container,
+        ContainerSpec,
+        EngineStatus,
+        ExecResult,
+        Image,
+        ImageConfig,
+        ImageLayer,
+        LogChunk,
+        PruneResult,
+        PullProgress,
+        StdIO,
+    )
     from ..network.spec import Network, NetworkSpec
 
 
@@ -304,6 +304,8 @@ class Backend(abc.ABC):
     def exec_capture(self, ref: str, command: Sequence[str], *, stdin: bytes = b"") -> ExecResult:
         """Run a command and capture its output (library convenience over :meth:`exec`)."""
         import io as _io
+
+        from ..models import ExecResult, StdIO
 
         out, err = _io.BytesIO(), _io.BytesIO()
         code = self.exec(ref, command, StdIO(stdin=_io.BytesIO(stdin) if stdin else None, stdout=out, stderr=err))

@@ -13,17 +13,26 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import typer
-
 from .. import backends
 from ..errors import AmbiguousName, CmanError, ContainerNotFound, ExitCode, NoEngine, UsageError
 
-if TYPE_CHECKING:  # a monitor's answer to `stats --no-stream` needs neither
+if TYPE_CHECKING:  # a monitor's answer to `stats --no-stream` needs neither; `ps` and `stats` no typer
+    import typer
+
     from ..backends.base import Backend
     from ..models import StdIO
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+
+
+class Quit(Exception):
+    """End the run with this exit code; what went wrong is already on stderr (typer.Exit, for
+    code that runs without typer: :mod:`.quick`)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = int(code)
 
 
 @dataclass
@@ -218,7 +227,7 @@ class Session:
                 raise failure
             say_error(f"context {name}: {failure}")
         if not results and (errors or made):
-            raise typer.Exit(int(ExitCode.UNAVAILABLE))
+            raise Quit(ExitCode.UNAVAILABLE)
         return [(name, results[name]) for name in sorted(results)]
 
     def close(self) -> None:
@@ -234,6 +243,22 @@ def backends_split(ref: str) -> tuple[str | None, str]:
     from ..validate import split_ref
 
     return split_ref(ref, backends.names())
+
+
+def open_session(*, backend: str | None, lxcpath: str | None, context: str | None, debug: bool,
+                 command: str | None) -> Session:
+    """The run's session from the global options, for the typer app and :mod:`.quick` alike."""
+    import os
+
+    s = Session(backend_option=backend, debug=debug or bool(os.environ.get("CMAN_DEBUG")))
+    if command != "context":  # `cman context ...` works whatever the current one is
+        s.use_context(context)
+    if lxcpath is not None:
+        from ..validate import check_config_value
+
+        # The lxc backend reads its path from the environment, as its subprocesses do.
+        os.environ["CMAN_LXC_PATH"] = check_config_value("--lxcpath", lxcpath)
+    return s
 
 
 def session(ctx: typer.Context) -> Session:

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import CmanError, ExitCode, Interrupted
-from ..models import NO_NETWORK, Container, ContainerSpec
+from ..models import NO_NETWORK, ContainerSpec
 from ..validate import parse_cpus, parse_env, parse_labels, parse_size
 from ._common import only_command as _only
-from ._common import print_json, print_table, say_error, session, terminal_stdio, warn
+from ._common import print_json, say_error, session, terminal_stdio, warn
 from .images import pull_progress_printer
+from .ps import ps as list_containers
 
 if TYPE_CHECKING:
     from ..backends.base import Backend
@@ -133,34 +134,6 @@ def _prepare(ctx: typer.Context, spec: ContainerSpec, profile: Profile | None, n
     return backend
 
 
-def _print_containers(items: list[Container], as_json: bool) -> None:
-    if as_json:
-        print_json([c.to_dict() for c in items])
-        return
-    # LOCATION only when some engine is a cluster: its member, "-" for the others.
-    located = any(c.location for c in items)
-    print_table(
-        ["BACKEND", "NAME", "ID", "IMAGE", "STATE", "STATUS", *(["LOCATION"] if located else [])],
-        [[c.backend, c.name, c.id[:12], c.image, c.state, c.status, *([c.location or "-"] if located else [])]
-         for c in items],
-    )
-
-
-def _print_in_contexts(found: list[tuple[str, Container]], as_json: bool, quiet: bool) -> None:
-    """``ps --context all``: a CONTEXT column first (a ``context`` key), addresses as CONTEXT/BACKEND:NAME."""
-    if quiet:
-        sys.stdout.write("".join(f"{where}/{c.ref}\n" for where, c in found))
-    elif as_json:
-        print_json([{"context": where, **c.to_dict()} for where, c in found])
-    else:
-        located = any(c.location for _, c in found)
-        print_table(
-            ["CONTEXT", "BACKEND", "NAME", "ID", "IMAGE", "STATE", "STATUS", *(["LOCATION"] if located else [])],
-            [[where, c.backend, c.name, c.id[:12], c.image, c.state, c.status,
-              *([c.location or "-"] if located else [])] for where, c in found],
-        )
-
-
 def register(app: typer.Typer, only: str | None = None) -> None:
     """Define the commands; add to ``app`` only ``only`` when given."""
     command = _only(app, only)
@@ -252,23 +225,7 @@ def register(app: typer.Typer, only: str | None = None) -> None:
     ) -> None:
         """List containers on every reachable backend (or the chosen one); with --context all, in
         every context at once (exit 0 when at least one answered)."""
-        s = session(ctx)
-        if s.all_contexts:
-            found = s.each_context(lambda b: b.containers(all=all_))
-            _print_in_contexts([(where, c) for where, listed in found for c in listed], as_json, quiet)
-            return
-        items: list[Container] = []
-        for bname in s.listing_backends():
-            try:
-                items.extend(s.backend(bname).containers(all=all_))
-            except CmanError as err:
-                if s.explicit_backend():
-                    raise
-                warn(f"{bname}: {err}")
-        if quiet:
-            sys.stdout.write("".join(f"{c.ref}\n" for c in items))
-            return
-        _print_containers(items, as_json)
+        list_containers(session(ctx), all_=all_, as_json=as_json, quiet=quiet)
 
     @command("start")
     def start(ctx: typer.Context, names: Names) -> None:

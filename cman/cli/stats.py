@@ -1,4 +1,5 @@
-"""CPU accounting commands: ``stats`` and ``top`` (``monitor`` is in :mod:`.monitor`).
+"""CPU accounting commands: ``stats`` and ``top`` (``monitor`` is in :mod:`.monitor`), without
+typer: :mod:`.quick` runs ``stats`` as it is; their options are declared in :mod:`.stats_commands`.
 
 ``stats --no-stream`` answers from a running monitor's samples when they are fresh
 (no engine call, no wait); otherwise it lists each backend once, reads every
@@ -15,14 +16,10 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
-
-import typer
+from typing import TYPE_CHECKING
 
 from ..errors import AmbiguousName, CmanError, InvalidValue, UsageError
-from ._common import Session, backends_split, print_json, print_table, session, warn
-from ._common import only_command as _only
-from .monitor import PidfileOpt
+from ._common import Session, backends_split, print_json, print_table, warn
 from .stats_format import HEADERS, Key, Row, by_cpu, by_name, rich_table, table_row, totals_line
 
 if TYPE_CHECKING:
@@ -32,13 +29,6 @@ if TYPE_CHECKING:
 
 # `stats --no-stream` with a monitor running reads one JSON file and prints: that path
 # imports neither cman.stats nor cman.cgroups (their dataclasses cost ~20 ms to create).
-
-Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-Names = Annotated[list[str] | None, typer.Argument(help="NAME or BACKEND:NAME (default: the running containers cman manages).", show_default=False)]
-All = Annotated[bool, typer.Option("--all", "-a", help="Every container, also unmanaged and stopped ones.")]
-Interval = Annotated[str, typer.Option("--interval", metavar="SEC", help="Seconds between samples (> 0).")]
-Cgroup = Annotated[str, typer.Option("--cgroup", metavar="auto|v1|v2", help="Counters to read: auto, v1 or v2 (auto prefers v2 where the container has one).")]
-
 
 # -- selection ------------------------------------------------------------------------------
 
@@ -165,81 +155,54 @@ def _in_contexts(s: Session, names: Sequence[str], all_: bool, no_stream: bool, 
         print_table(["CONTEXT", *HEADERS], [[where, *table_row(row)] for where, rows in found for row in rows])
 
 
-# -- commands ------------------------------------------------------------------------------
+# -- commands ----------------------------------------------------------------------------------
 
 
-def register(app: typer.Typer, only: str | None = None) -> None:
-    """Define the commands; add to ``app`` only ``only`` when given."""
-    command = _only(app, only)
+def stats(s: Session, *, names: Sequence[str] | None = None, all_: bool = False, no_stream: bool = False,
+          interval: str = "1", as_json: bool = False, cgroup: str = "auto", no_monitor: bool = False,
+          pidfile: Path | None = None) -> None:
+    """``cman stats``: see its help in :mod:`.stats_commands`."""
+    from ..validate import parse_interval
 
-    @command("stats")
-    def stats(
-        ctx: typer.Context,
-        names: Names = None,
-        all_: All = False,
-        no_stream: Annotated[bool, typer.Option("--no-stream", help="Sample once over --interval and exit.")] = False,
-        interval: Interval = "1",
-        as_json: Json = False,
-        cgroup: Cgroup = "auto",
-        no_monitor: Annotated[bool, typer.Option("--no-monitor", help="Sample directly even when a monitor runs.")] = False,
-        pidfile: PidfileOpt = None,
-    ) -> None:
-        """CPU use per container, refreshed in place like `docker stats` (100% = one CPU).
-
-        By default the running containers cman manages on every reachable backend;
-        --all adds every other container. Rates need two samples: unknown is shown
-        as "--" (null in JSON), never 0. Streaming with --json prints one JSON array
-        per refresh, one per line. With --no-stream, a running `cman monitor` answers
-        at once from its latest samples (JSON "sampled_by": "monitor").
-        """
-        from ..validate import parse_interval
-
-        s = session(ctx)
-        seconds = parse_interval(interval)
-        prefer = _prefer(cgroup)
-        names = names or []
-        if s.all_contexts:
-            _in_contexts(s, names, all_, no_stream, seconds, prefer, as_json)
+    seconds = parse_interval(interval)
+    prefer = _prefer(cgroup)
+    names = names or []
+    if s.all_contexts:
+        _in_contexts(s, names, all_, no_stream, seconds, prefer, as_json)
+        return
+    if no_stream and not no_monitor and prefer == "auto":
+        rows = _from_monitor(s, names, all_, pidfile)
+        if rows is not None:
+            _print_rows(rows if names else by_name(rows), as_json)
             return
-        if no_stream and not no_monitor and prefer == "auto":
-            rows = _from_monitor(s, names, all_, pidfile)
-            if rows is not None:
-                _print_rows(rows if names else by_name(rows), as_json)
-                return
-        from ..stats import StatsCollector
+    from ..stats import StatsCollector
 
-        collector = StatsCollector(s, _selection(s, names, all_), prefer=prefer)
-        warner = _Warner()
-        if no_stream:
-            snapshot = collector.measure(seconds)
-            warner(snapshot)
-            _print_rows(_rows(snapshot) if names else by_name(_rows(snapshot)), as_json)
-            return
-        try:
-            _stream(collector, seconds, as_json, warner)
-        except KeyboardInterrupt:
-            raise typer.Exit(0) from None
+    collector = StatsCollector(s, _selection(s, names, all_), prefer=prefer)
+    warner = _Warner()
+    if no_stream:
+        snapshot = collector.measure(seconds)
+        warner(snapshot)
+        _print_rows(_rows(snapshot) if names else by_name(_rows(snapshot)), as_json)
+        return
+    try:
+        _stream(collector, seconds, as_json, warner)
+    except KeyboardInterrupt:
+        return
 
-    @command("top")
-    def top(
-        ctx: typer.Context,
-        names: Names = None,
-        all_: All = False,
-        interval: Interval = "1",
-        cgroup: Cgroup = "auto",
-    ) -> None:
-        """Full-screen live view sorted by CPU, with recent history; q or Ctrl-C quits."""
-        from ..validate import parse_interval
 
-        s = session(ctx)
-        seconds = parse_interval(interval)
-        prefer = _prefer(cgroup)
-        if not (sys.stdin.isatty() and sys.stdout.isatty()):
-            raise UsageError("cman top needs a terminal", hint="use `cman stats --no-stream` (or --json) in scripts")
-        from ..stats import StatsCollector
+def top(s: Session, *, names: Sequence[str] | None = None, all_: bool = False, interval: str = "1",
+        cgroup: str = "auto") -> None:
+    """``cman top``: see its help in :mod:`.stats_commands`."""
+    from ..validate import parse_interval
 
-        collector = StatsCollector(s, _selection(s, names or [], all_), prefer=prefer)
-        _top(collector, seconds)
+    seconds = parse_interval(interval)
+    prefer = _prefer(cgroup)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("cman top needs a terminal", hint="use `cman stats --no-stream` (or --json) in scripts")
+    from ..stats import StatsCollector
+
+    collector = StatsCollector(s, _selection(s, names or [], all_), prefer=prefer)
+    _top(collector, seconds)
 
 
 # -- drawing ------------------------------------------------------------------------------------

@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._sys import files as _files
 from ..errors import InvalidValue
-from ..models import Image, ImageConfig
+
+if TYPE_CHECKING:
+    from ..models import Image, ImageConfig
 
 JOB_PREFIX = (
     'd=$1 u=$2 g=$3 n=$4; shift 4; '
@@ -48,6 +50,8 @@ def _strings(value: Any, what: str) -> tuple[str, ...]:
 
 def from_blob(data: Mapping[str, Any]) -> ImageConfig:
     """An OCI/Docker image config JSON (its ``config`` object) -> ImageConfig (user unresolved)."""
+    from ..models import ImageConfig
+
     cfg = data.get("config")
     cfg = {} if cfg is None else cfg
     if not isinstance(cfg, Mapping):

@@ -74,7 +74,7 @@ def test_bootstrap_needs_root(tmp_path: os.PathLike[str]) -> None:
     import sys
 
     # Everything imported first: the interpreter's files need not be readable by nobody.
-    code = ("import os, sys; from cman.cli import main, images, build_app; import cman.bootstrap, cman.imagesync; "
+    code = ("import os, sys; from cman.cli import main, images; from cman.cli.app import build_app; import cman.bootstrap, cman.imagesync; "
             "build_app('image'); os.setgid(65534); os.setuid(65534); "
             "sys.exit(main(['image', 'bootstrap', 'debian:bookworm', '--backend', 'docker']))")
     env = {**os.environ, "CMAN_BOOTSTRAP_CACHE": str(tmp_path)}

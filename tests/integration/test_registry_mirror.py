@@ -50,19 +50,20 @@ import sys
 import typer
 
 import cman.cli as cli
+import cman.cli.app as cli_app
 from cman.cli.provision_mirror import register_mirror
 
 
 def build_app(command=None):
     app = typer.Typer(pretty_exceptions_enable=False, rich_markup_mode=None)
-    app.callback()(cli._global)
+    app.callback()(cli_app._global)
     group = typer.Typer()
     register_mirror(group)
     app.add_typer(group, name="provision")
     return app
 
 
-cli.build_app = build_app
+cli_app.build_app = build_app
 sys.exit(cli.main())
 """
 """cman's own main() (exit codes, error lines) with only ``provision registry-mirror``: the command

@@ -33,6 +33,28 @@ def test_naming_the_backend_class_loads_it() -> None:
     assert loaded_after(code, BACKEND_CODE) == ["cman.backends.docker.backend", "cman.backends.docker.containers"]
 
 
+MODEL_PARTS = ["cman.models.engine", "cman.models.image", "cman.models.run"]
+
+
+@pytest.mark.parametrize(("package", "cls"), [("docker", "DockerBackend"), ("lxc", "LxcBackend")])
+def test_a_backend_class_loads_only_the_models_a_listing_needs(package: str, cls: str) -> None:
+    """`ps` builds Container and State only: the other records (each frozen dataclass costs
+    its generated methods at import) load when a verb first makes one."""
+    code = f"from cman.backends.{package} import {cls}\nassert {cls}.name == {package!r}"
+    assert loaded_after(code, ["cman.models", *MODEL_PARTS]) == ["cman.models"]
+
+
+def test_every_name_the_models_package_exports_resolves() -> None:
+    import cman.models
+
+    for name in cman.models.__all__:
+        assert getattr(cman.models, name) is not None, name
+    assert cman.models.StdIO.__module__ == "cman.models.run"
+    with pytest.raises(AttributeError):
+        _ = cman.models.NoSuchThing  # type: ignore[attr-defined]
+    assert loaded_after("from cman.models import ImageConfig", MODEL_PARTS) == ["cman.models.image"]
+
+
 @pytest.mark.parametrize("package", ["docker", "lxd", "lxc"])
 def test_an_unknown_name_of_a_backend_package_is_an_attribute_error(package: str) -> None:
     import importlib

@@ -14,7 +14,7 @@ from cman.backends.lxd import LxdBackend
 from cman.backends.lxd.cluster import check_target
 from cman.backends.lxd.convert import _container_from_raw, _location, _member_from_raw
 from cman.cli import main
-from cman.cli.containers import _print_containers
+from cman.cli.ps import print_containers as _print_containers
 from cman.errors import InvalidValue
 from cman.models import ClusterMember, Container, State
 

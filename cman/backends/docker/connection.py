@@ -26,13 +26,13 @@ from ...errors import (
     InUse,
     NameInUse,
 )
-from ...models import EngineStatus
 from ...validate import check_name
 from ..base import Backend, Locality
 from . import endpoint
 from .api import ApiError, Transport
 
 if TYPE_CHECKING:
+    from ...models import EngineStatus
     from ...network import Network
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")

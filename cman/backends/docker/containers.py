@@ -27,7 +27,7 @@ from ..._sys import unixhttp
 from ..._sys.files import atomic_write
 from ..._sys.retry import idempotent
 from ...errors import CmanError, Conflict, ContainerNotFound, EngineError, ExitCode
-from ...models import MANAGED_LABEL, Container, ContainerSpec, LogChunk, State, StdIO
+from ...models import MANAGED_LABEL, State
 from ..base import Feature
 from . import refs
 from .api import ApiError, Stream
@@ -37,6 +37,7 @@ from .networks import BUILTIN_NETWORKS
 
 if TYPE_CHECKING:
     from ...cgroups.counters import CpuCounters
+    from ...models import Container, ContainerSpec, LogChunk, StdIO
     from ...network import Network
 
 # The few daemon messages that have no status code of their own: one table, tested.
@@ -277,9 +278,11 @@ class DockerContainers(DockerConnection):
                                        params={"stream": 1, "stdin": int(want_stdin), "stdout": 1, "stderr": 1})
             stack.callback(sock.close)
             self._start(ref, raw)
+            from ..._sys.tty import pump_socket  # only for foreground sessions
+            from ...models import StdIO
+
             stream_io = StdIO(io.stdin if want_stdin else None, io.stdout, io.stderr, tty)
             resize = self._resizer(f"{path}/resize") if tty else None
-            from ..._sys.tty import pump_socket  # only for foreground sessions
 
             pump_socket(sock, stream_io, multiplexed=not tty, resize=resize)
             with boundary(container=ref, action="wait"):
@@ -383,6 +386,8 @@ class DockerContainers(DockerConnection):
         raise EngineError(f"docker: exec in {ref} finished but reported no exit code")
 
     def logs(self, ref: str, *, follow: bool = False) -> Iterator[LogChunk]:
+        from ...models import LogChunk
+
         tty = bool((self._inspect_raw(ref).get("Config") or {}).get("Tty"))
         params = {"stdout": 1, "stderr": 1, "follow": int(follow), "timestamps": 0}
         with boundary(container=ref, action="logs"), self.api.stream(

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..._sys.times import parse_time
-from ...models import MANAGED_LABEL, Container, Image, ImageLayer, State
+from ...models import MANAGED_LABEL, Container, State
 
 if TYPE_CHECKING:
+    from ...models import Image, ImageLayer
     from ...network import Network
 
 STATES = {
@@ -93,6 +94,8 @@ def container_from_inspect(raw: dict[str, Any]) -> Container:
 
 def image_from_raw(raw: dict[str, Any]) -> Image:
     """From GET /images/json or /images/REF/json."""
+    from ...models import Image
+
     return Image(
         backend="docker",
         id=raw["Id"],
@@ -119,6 +122,8 @@ def _config_extra(config: Any) -> dict[str, Any]:
 
 def layer_from_raw(raw: dict[str, Any]) -> ImageLayer:
     """One entry of GET /images/REF/history."""
+    from ...models import ImageLayer
+
     return ImageLayer(
         id=str(raw.get("Id", "")),
         created=parse_time(raw.get("Created")),

@@ -15,7 +15,6 @@ a context's URL.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -103,6 +102,8 @@ def reachable() -> bool:
     """A socket connect (or, for ssh://, an ssh on PATH): no request, no SDK."""
     host = docker_host()
     if host.startswith("ssh://"):
+        import shutil  # not at import: reachable() is asked at every start
+
         return shutil.which("ssh") is not None
     if host.startswith("tcp://"):
         return _tcp_connects(host)
@@ -129,15 +130,19 @@ def open_transport() -> Transport:
 
 
 def _fix_for_missing_daemon() -> str:
+    import shutil
+
     if shutil.which("dockerd") is None:
         return "install Docker: apt-get install docker.io, then start it: dockerd > /var/log/dockerd.log 2>&1 &"
     return "start the daemon: dockerd > /var/log/dockerd.log 2>&1 & (or: systemctl start docker)"
 
 
 def probe() -> EngineStatus:
+    """Is the daemon at DOCKER_HOST installed, running and answering? Never raises; says the fix."""
+    import shutil
+
     from ...models import EngineStatus
 
-    """Is the daemon at DOCKER_HOST installed, running and answering? Never raises; says the fix."""
     host = docker_host()
     installed = shutil.which("dockerd") is not None or shutil.which("docker") is not None
     path = docker_socket()

@@ -12,7 +12,6 @@ import contextlib
 import os
 from pathlib import Path
 
-from ..._sys.proc import mark
 from ...errors import CmanError
 from ...models import MANAGED_LABEL, RUN_LABEL
 from . import refs
@@ -23,6 +22,8 @@ CHUNK = 1 << 20
 
 class DockerExport(DockerConnection):
     def image_export(self, ref: str, dest: Path) -> Path:
+        from ..._sys.proc import mark  # subprocess: not for the verbs that never export
+
         refs.check_image(ref)
         image_id = self.image_inspect(ref).id  # ImageNotFound before anything is made
         made = self._call("POST", "/containers/create", body={

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..._sys.retry import idempotent
 from ...errors import CmanError, EngineError, ImageNotFound, InUse, SourceUnreachable
-from ...models import Image, ImageLayer, PruneResult, PullProgress
 from . import refs
 from .connection import DockerConnection, boundary, is_transient
 from .convert import container_name, image_from_raw, layer_from_raw
 
 if TYPE_CHECKING:
+    from ...models import Image, ImageLayer, PruneResult, PullProgress
     from ...oci.refs import Reference
 
 IMAGE_ID_RE = re.compile(r"sha256:[0-9a-f]{64}")
@@ -101,6 +101,8 @@ class DockerImages(DockerConnection):
         docker.io's ``NAME:TAG``, so ``run NAME`` finds it as with the daemon's own mirrors.
         The mirror's name is removed again unless it was there before (a digest-only
         reference keeps it: a digest cannot be a tag)."""
+        from ...models import PullProgress
+
         errors: list[CmanError] = []
         for src in mirrors:
             mirror_name = src.canonical
@@ -132,6 +134,8 @@ class DockerImages(DockerConnection):
         raise errors[0]
 
     def _pull(self, ref: str, repo: str, tag: str) -> Iterator[PullProgress]:
+        from ...models import PullProgress
+
         with boundary(image=ref, action="pull"), self.api.stream(
             "POST", "/images/create", params={"fromImage": repo, "tag": tag}
         ) as body:
@@ -178,6 +182,8 @@ class DockerImages(DockerConnection):
         return [container_name(c) for c in found]
 
     def image_prune(self) -> PruneResult:
+        from ...models import PruneResult
+
         result = self._call("POST", "/images/prune", params={"filters": {"dangling": ["true"]}}, action="prune images",
                             kind=dict)
         deleted = tuple(str(d.get("Deleted") or d.get("Untagged")) for d in (result.get("ImagesDeleted") or []))

@@ -23,11 +23,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...errors import EngineError, InvalidValue
-from ...models import Image, ImageConfig
 from .connection import boundary
 from .images import DEFAULT_CMD, IMAGE_ID_RE, DockerImages, progress_error, progress_event, repo_and_tag
+
+if TYPE_CHECKING:
+    from ...models import Image, ImageConfig
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ENV_KEY = re.compile(r"[^\s=\"'$\\\x00-\x1f\x7f-][^\s=\"'$\\\x00-\x1f\x7f]*")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 
-from ..._sys.proc import mark_alive
 from ...errors import ContainerNotFound
 from ...models import MANAGED_LABEL, RUN_LABEL
 from .connection import DockerConnection
@@ -25,6 +24,8 @@ class DockerLeftovers(DockerConnection):
     def prune_leftovers(self, *, dry_run: bool = False) -> list[str]:
         if not self.locality().local:
             return []
+        from ..._sys.proc import mark_alive  # subprocess: only `system prune` needs it
+
         lines = []
         found = self._call("GET", "/containers/json", action="list containers", kind=list, params={
             "all": True, "filters": {"label": [f"{MANAGED_LABEL}=true"], "status": ["created"]}})

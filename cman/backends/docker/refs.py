@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-from ...oci import refs as _oci_refs
 from ...validate import check_name
 from .api import ApiError
 
@@ -21,11 +20,6 @@ REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 REF_MAX = 255
 CONTAINER_RULES = "a container is its name or ID: letters, digits, '_', '.', '-', starting with a letter or digit"
 NETWORK_RULES = "a network is its name or ID: letters, digits, '_', '.', '-', starting with a letter or digit"
-
-# The reference grammar has one home, shared with LXD and LXC: cman.oci.refs.
-IMAGE_RE = _oci_refs.IMAGE_RE
-IMAGE_MAX = _oci_refs.IMAGE_MAX
-IMAGE_HINT = _oci_refs.IMAGE_HINT
 
 ID_RE = re.compile(r"[0-9a-f]{12,64}")
 
@@ -44,6 +38,8 @@ def network(ref: str) -> str:
 
 def check_image(ref: str) -> str:
     """Raise InvalidName unless ``ref`` is an image reference the daemon would take."""
+    from ...oci import refs as _oci_refs  # the grammar has one home, shared with LXD and LXC; not needed by `ps`
+
     return _oci_refs.check_image(ref)
 
 

@@ -35,12 +35,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ..._sys import proc as _proc
 from ..._sys import tty as _tty
 from ...errors import InvalidValue
-from ...models import StdIO
+
+if TYPE_CHECKING:
+    from ...models import StdIO
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -17,17 +17,19 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..._sys import files as _files
 from ..._sys import proc as _proc
 from ...errors import CmanError, ContainerNotFound, EngineError, EngineUnavailable
-from ...models import EngineStatus
 from ...validate import check_config_value, check_name
 from ..base import Backend, Locality
 from .net import Records
 from .store import ImageStore
 from .tools import ENV_LXC_PATH, Paths, image_store_from_env, info, lxc_path_from_env, tool
+
+if TYPE_CHECKING:
+    from ...models import EngineStatus
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAME_RULES = (
@@ -52,6 +54,8 @@ class LxcConnection(Backend):
 
     @classmethod
     def probe(cls) -> EngineStatus:
+        from ...models import EngineStatus
+
         try:
             lxcpath = lxc_path_from_env()
         except CmanError as err:

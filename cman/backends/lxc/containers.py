@@ -31,14 +31,14 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ... import jobs
 from ..._sys import files as _files
 from ..._sys import proc as _proc
 from ..._sys.times import now_iso
 from ...errors import CmanError, CommandNotRunnable, Conflict, ContainerNotFound, EngineError, InvalidValue, NameInUse
-from ...models import Container, ContainerSpec, LogChunk, State, StdIO
+from ...models import Container, State
 from ...oci import imageconfig
 from ...validate import check_config_value
 from . import net
@@ -51,6 +51,9 @@ from .networks import LxcNetworks
 from .rootfs import Layers, make_upper, overlay_usable
 from .store import PLAIN_KEY, REMOVED_MARK
 from .tools import NEW_DIR_PREFIX, RUNNING, Paths, first_error, info
+
+if TYPE_CHECKING:
+    from ...models import ContainerSpec, LogChunk, StdIO
 
 
 class StartFailed(EngineError):
@@ -398,6 +401,8 @@ class LxcContainers(LxcJobHost, LxcNetworks):
 
     def logs(self, ref: str, *, follow: bool = False) -> Iterator[LogChunk]:
         """The job's output; for a container without a job, init's console log."""
+        from ...models import LogChunk
+
         paths = self._existing(ref)
         if self._meta(paths).get("command"):
             yield from jobs.logs(self, paths.name, follow=follow)

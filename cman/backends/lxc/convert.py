@@ -10,11 +10,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..._sys.times import ago, parse_time
-from ...models import Container, Image, State
+from ...models import Container, State
 from ...oci import imageconfig
 from .tools import Paths
 
 if TYPE_CHECKING:
+    from ...models import Image
     from ...network import Network
 
 STATES = {
@@ -94,6 +95,8 @@ def to_container(paths: Paths, st: str | None, pid: int | None, meta: Mapping[st
 
 def to_image(meta: Mapping[str, Any]) -> Image:
     """An image from its metadata.json in cman's LXC image store."""
+    from ...models import Image
+
     source = meta.get("source") or {}
     return Image(
         backend="lxc",

@@ -18,12 +18,12 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ... import images
 from ..._sys import files as _files
 from ..._sys import proc as _proc
 from ...errors import CmanError, EngineError, ImageNotFound, InUse, InvalidName, InvalidValue, Unsupported
-from ...models import Image, ImageConfig, ImageLayer, PruneResult, PullProgress
 from ...oci import imageconfig
 from ...oci.refs import Reference
 from ...validate import check_config_value
@@ -32,6 +32,9 @@ from .convert import created_by, to_image
 from .ociimages import LxcOciImages, oci_reference
 from .store import TEMPLATE_CONFIG_KEYS, validate_alias
 from .tools import config_values, tool
+
+if TYPE_CHECKING:
+    from ...models import Image, ImageConfig, ImageLayer, PruneResult, PullProgress
 
 ENV_DOWNLOAD_SERVER = "CMAN_LXC_DOWNLOAD_SERVER"
 OFFLINE_TEMPLATES = frozenset({"busybox"})
@@ -45,6 +48,8 @@ class LxcImages(LxcOciImages):
         server: set $CMAN_LXC_DOWNLOAD_SERVER (none is contacted otherwise). A name already in
         cman's store is up to date; a short name (``ubuntu``, ``debian:12``) maps through
         :mod:`cman.images`."""
+        from ...models import PullProgress
+
         check_config_value("image", ref)
         oci_ref = self._oci_reference(ref)
         if oci_ref is not None:
@@ -96,6 +101,8 @@ class LxcImages(LxcOciImages):
     def _pull_template(self, alias: str, template: str, args: list[str]) -> Iterator[PullProgress]:
         """Create a throw-away container with the template in a private LXC path inside the
         store, pack its rootfs into a tarball, store that as an image, destroy the container."""
+        from ...models import PullProgress
+
         work = self.store.new_workdir()
         tmp_name = "cman-pull"
         conf = work / "create.conf"
@@ -149,6 +156,8 @@ class LxcImages(LxcOciImages):
         return to_image(self.store.get(ref))
 
     def image_history(self, ref: str) -> list[ImageLayer]:
+        from ...models import ImageLayer
+
         meta = self.store.get(ref)
         image = to_image(meta)
         source = meta.get("source") or {}
@@ -183,6 +192,8 @@ class LxcImages(LxcOciImages):
         """Remove images that have no name and that no container of this LXC path was made
         from. An image loses its last name when another tarball is imported (or pulled)
         under that name, or when ``image rm`` drops one of its names."""
+        from ...models import PruneResult
+
         removed: list[str] = []
         freed = 0
         with _files.locked(self._lock_path), self.store.lock():

@@ -15,16 +15,20 @@ import subprocess
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from ... import jobs
 from ..._sys import files as _files
 from ...errors import CmanError, ContainerNotFound, EngineError
-from ...models import State, StdIO
+from ...models import State
 from . import rootfs
 from .config import mapped_root
 from .connection import LxcConnection
 from .convert import STATES
 from .tools import RUNNING, Paths, config_values, is_ephemeral
+
+if TYPE_CHECKING:
+    from ...models import StdIO
 
 KILL_WAIT = 10.0
 """Seconds to wait for LXC to see a SIGKILLed init before ``lxc-stop -k`` takes over."""
@@ -68,6 +72,7 @@ class LxcJobHost(LxcConnection):
                 rootfs.write_file(layers, jobs.JOB_RC, b"", owner=mapped_root(paths.config))
 
     def exec_attached(self, ref: str, command: Sequence[str], io: StdIO) -> int:
+        from ...models import StdIO
         from .attach import attach_argv, attach_env, run_attached
 
         meta = self._meta(self._paths(ref))

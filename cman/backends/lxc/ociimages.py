@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from ... import config as _config
-from ...models import PullProgress
 from ...oci import imageconfig
 from ...oci.refs import Reference, names_registry, parse, registry_image
 from ...validate import check_config_value
 from .connection import LxcConnection
+
+if TYPE_CHECKING:
+    from ...models import PullProgress
 
 
 def oci_reference(ref: str, in_store: Callable[[], bool]) -> Reference | None:
@@ -68,6 +71,7 @@ class LxcOciImages(LxcConnection):
             yield from self._fetch_and_store(ref)
 
     def _fetch_and_store(self, ref: Reference) -> Iterator[PullProgress]:
+        from ...models import PullProgress
         from ...oci import layout
 
         fetched = yield from layout.fetch(ref, _config.load(), "lxc", user=self.layout_user())

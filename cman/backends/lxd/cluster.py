@@ -15,14 +15,16 @@ The local socket is asked with the stdlib (``engine status`` imports no pylxd).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..._sys import unixhttp as _http
 from ...errors import InvalidValue, NotFound, Unsupported
-from ...models import ClusterMember
 from ..base import Feature
 from .connection import LxdConnection, _boundary, _unavailable
 from .convert import _member_from_raw
+
+if TYPE_CHECKING:
+    from ...models import ClusterMember
 
 TARGET_RE = re.compile(r"@?[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 TARGET_RULES = "a cluster member's name (letters, digits, '.', '_' and '-'), or @GROUP for a cluster group"

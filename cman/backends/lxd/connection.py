@@ -30,7 +30,6 @@ from ...errors import (
     ImageNotFound,
     NameInUse,
 )
-from ...models import EngineStatus
 from ...validate import check_name
 from .. import setting
 from ..base import Backend, Feature, Locality, loopback_url
@@ -39,6 +38,8 @@ from .endpoint import ENV_CERT, ENV_ENDPOINT, ENV_VERIFY, _Remote
 
 if TYPE_CHECKING:
     import pylxd
+
+    from ...models import EngineStatus
 
 _T = TypeVar("_T")
 
@@ -330,6 +331,8 @@ class LxdConnection(Backend):
 
     @classmethod
     def probe(cls) -> EngineStatus:
+        from ...models import EngineStatus
+
         try:
             remote = _Remote.from_env()
         except EngineUnavailable as err:

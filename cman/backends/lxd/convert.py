@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..._sys.times import parse_time
-from ...models import ClusterMember, Container, Image, PullProgress, State
+from ...models import Container, State
 from ...oci import imageconfig
 from . import net
+
+if TYPE_CHECKING:
+    from ...models import ClusterMember, Image, PullProgress
 
 CFG_MANAGED = "user.cman.managed"
 CFG_COMMAND = "user.cman.command"
@@ -88,6 +91,8 @@ def _location(raw: Mapping[str, Any]) -> str | None:
 
 def _member_from_raw(raw: Mapping[str, Any]) -> ClusterMember:
     """An item of GET /1.0/cluster/members?recursion=1."""
+    from ...models import ClusterMember
+
     return ClusterMember(
         name=str(raw.get("server_name") or ""),
         url=str(raw.get("url") or ""),
@@ -149,6 +154,8 @@ OCI_MANIFEST_PROPERTY = "cman.oci.manifest"
 
 
 def _image_from_raw(raw: Mapping[str, Any]) -> Image:
+    from ...models import Image
+
     props = raw.get("properties") or {}
     return Image(
         backend="lxd",
@@ -172,6 +179,8 @@ def _image_from_raw(raw: Mapping[str, Any]) -> Image:
 
 def _progress_event(text: str) -> PullProgress:
     """``"rootfs: 23% (1.20MB/s)"`` -> layer "rootfs", status "Downloading 23% (1.20MB/s)"."""
+    from ...models import PullProgress
+
     layer, sep, rest = text.partition(":")
     if not sep:
         return PullProgress(None, text)

@@ -18,13 +18,14 @@ from urllib.parse import urlparse
 from ... import jobs
 from ..._sys import tty as _tty
 from ...errors import CmanError, Conflict, EngineError, Interrupted
-from ...models import State, StdIO
+from ...models import State
 from ...oci import imageconfig
 from . import endpoint
 from .connection import LxdConnection, OperationFailed, _boundary
 from .convert import CFG_LABEL, _state_of
 
 if TYPE_CHECKING:
+    from ...models import StdIO
     from .ws import Dial
 
 
@@ -117,6 +118,8 @@ class LxdExec(LxdConnection):
         """Run ``argv`` without a terminal; its exit code and what it said on stderr."""
         import io as _io
 
+        from ...models import StdIO
+
         out, err = _io.BytesIO(), _io.BytesIO()
         code = self._exec(ref, argv, StdIO(None, out, err), env=None)
         return code, err.getvalue().decode(errors="replace").strip()
@@ -126,6 +129,8 @@ class LxdExec(LxdConnection):
         found), as the shell that runs a job resolves it (builtins, the container's PATH);
         None when the check itself could not run."""
         import io as _io
+
+        from ...models import StdIO
 
         out = _io.BytesIO()
         code = self._exec(ref, jobs.check_argv(program), StdIO(None, out, _io.BytesIO()), env=None)

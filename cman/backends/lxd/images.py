@@ -22,7 +22,6 @@ from urllib.parse import quote
 from ..._sys.retry import idempotent
 from ..._sys.times import parse_time
 from ...errors import CmanError, EngineError, EngineUnavailable, ImageNotFound, InUse, InvalidValue
-from ...models import Image, ImageConfig, ImageLayer, PruneResult, PullProgress
 from ...oci import imageconfig
 from ..base import ImageServer, loopback_url
 from .connection import OperationFailed, _boundary, _is_transient
@@ -30,6 +29,7 @@ from .convert import OCI_CONFIG_PROPERTY, _image_from_raw, _progress_event
 from .ociimages import LxdOciImages
 
 if TYPE_CHECKING:
+    from ...models import Image, ImageConfig, ImageLayer, PruneResult, PullProgress
     from .imagebuild import BuiltImage, RemoteRef
 
 
@@ -103,6 +103,7 @@ class LxdImages(LxdOciImages):
         The daemon downloads; cman sends nothing to the image server itself. Progress
         comes from the operation's ``download_progress``, polled.
         """
+        from ...models import PullProgress
         from . import imagebuild
 
         oci_ref = self._oci_reference(ref)
@@ -199,6 +200,8 @@ class LxdImages(LxdOciImages):
     @idempotent(_is_transient)
     def image_history(self, ref: str) -> list[ImageLayer]:
         """LXD images have no layers: one entry, the image itself."""
+        from ...models import ImageLayer
+
         with _boundary(image=ref):
             raw = self._image_raw(ref)
         props = raw.get("properties") or {}
@@ -239,6 +242,8 @@ class LxdImages(LxdOciImages):
 
     def image_prune(self) -> PruneResult:
         """Remove images that have no alias and that no container was made from."""
+        from ...models import PruneResult
+
         removed: list[str] = []
         reclaimed = 0
         with _boundary(action="prune images"):

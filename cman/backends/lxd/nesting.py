@@ -13,10 +13,12 @@ systemd in the container (ENGINES.md): that is the provisioning's job, not a con
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...models import ContainerSpec
 from ...profiles.allow import check_extras
+
+if TYPE_CHECKING:
+    from ...models import ContainerSpec
 
 INTERCEPT_EXTENSION = "container_syscall_intercept"
 INTERCEPT_KEYS = ("security.syscalls.intercept.mknod", "security.syscalls.intercept.setxattr")

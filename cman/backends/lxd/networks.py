@@ -26,13 +26,14 @@ from urllib.parse import quote
 
 from ..._sys.retry import idempotent
 from ...errors import CmanError, EngineError, InUse, InvalidName, InvalidValue, NetworkNotFound
-from ...models import NO_NETWORK, ContainerSpec
+from ...models import NO_NETWORK
 from ..base import Feature
 from . import net as _net
 from .connection import _boundary, _is_transient, rollback_failed
 from .exec import LxdExec
 
 if TYPE_CHECKING:
+    from ...models import ContainerSpec
     from ...network import Network, NetworkSpec
 
 HOOK_DIR = Path("/var/lib/cman/hooks")

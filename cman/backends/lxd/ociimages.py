@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from ... import config as _config
 from ...errors import ImageNotFound
-from ...models import PullProgress
 from ...oci import imageconfig
 from ...oci.refs import Reference, names_registry, parse, registry_image
 from .connection import LxdConnection, _boundary
 from .convert import OCI_CONFIG_PROPERTY, OCI_MANIFEST_PROPERTY
 
 if TYPE_CHECKING:
+    from ...models import PullProgress
     from .imagebuild import BuiltImage
 
 
@@ -83,6 +83,7 @@ class LxdOciImages(LxdConnection):
             yield from self._fetch_and_upload(ref)
 
     def _fetch_and_upload(self, ref: Reference) -> Iterator[PullProgress]:
+        from ...models import PullProgress
         from ...oci import layout
         from . import imagebuild
 

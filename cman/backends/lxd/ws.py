@@ -41,11 +41,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..._sys import tty as _tty
-from ...models import StdIO
 
 if TYPE_CHECKING:
     from wsproto.connection import Connection
     from wsproto.events import Event
+
+    from ...models import StdIO
 
 OP_TEXT, OP_BINARY = 0x1, 0x2
 """The two kinds of data message (RFC 6455 opcodes)."""
