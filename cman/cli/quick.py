@@ -12,6 +12,7 @@ None from :func:`answer`, and the typer app answers it, with its own usage error
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -38,7 +39,8 @@ GLOBAL = Grammar(
     values={"--backend": "backend", "-B": "backend", "--lxcpath": "lxcpath", "-P": "lxcpath",
             "--context": "context", "-c": "context"},
 )
-"""The global options of :func:`cman.cli.app._global` (``--version`` and completion: typer's)."""
+"""The global options of :func:`cman.cli.app._global` but ``--version`` (answered here when it is
+the whole argv) and shell completion, which are typer's."""
 
 GRAMMARS = {
     "ps": Grammar(flags={"--all": "all_", "-a": "all_", "--json": "as_json", "--quiet": "quiet", "-q": "quiet"}),
@@ -128,6 +130,11 @@ def _run(command: str, s: Session, params: dict[str, Any]) -> None:
 def answer(args: Sequence[str]) -> int | None:
     """Run ``args`` when they are a form known here and return the exit code; else None.
     cman's errors reach the caller (:func:`cman.cli.main`), as from the typer app."""
+    if list(args) == ["--version"]:  # with anything else, typer's eager option answers
+        from .. import __version__
+
+        sys.stdout.write(f"cman {__version__}\n")
+        return 0
     parsed = parse(args)
     if parsed is None:
         return None

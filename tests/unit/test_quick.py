@@ -19,7 +19,8 @@ from .test_lazy_imports import loaded_after
 
 IMPL = {"ps": "cman.cli.ps:ps", "stats": "cman.cli.stats:stats"}
 TYPER_ONLY_GLOBALS = {"--version", "--install-completion", "--show-completion"}
-"""Global options quick leaves to typer (they answer without a command)."""
+"""Global options not in quick's tables: they answer without a command (quick answers
+``--version`` only when it is the whole argv)."""
 
 
 def _click_command(name: str | None) -> Any:
@@ -118,6 +119,16 @@ def test_quick_runs_without_typer() -> None:
             "with contextlib.redirect_stderr(io.StringIO()):\n    assert main(['--backend', 'nosuch', 'ps']) == 2")
     assert loaded_after(code, ["typer", "cman.cli.app", "cman.cli.containers"]) == []
     assert loaded_after(code.replace("'ps'", "'stats', '--no-stream'"), ["typer", "cman.cli.stats_commands"]) == []
+
+
+def test_version_alone_is_answered_without_typer(capsys: pytest.CaptureFixture[str]) -> None:
+    from cman import __version__
+
+    assert quick.answer(["--version"]) == 0
+    assert capsys.readouterr().out == f"cman {__version__}\n"
+    code = "from cman.cli import main\nassert main(['--version']) == 0"
+    assert loaded_after(code, ["typer", "cman.cli.app"]) == []
+    assert quick.answer(["--version", "ps"]) is None  # typer's eager option: the version, and no ps
 
 
 def test_a_form_left_to_typer_gets_click_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
