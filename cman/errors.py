@@ -209,6 +209,12 @@ class EngineError(CmanError):
     exit_code = ExitCode.ERROR
 
 
+class EngineExecFailed(EngineError):
+    """The engine failed to run a command in a container, or lost track of it: no exit status
+    came back (LXD's exec under load). Not the command's own failure; a command that changes
+    nothing, or a step that looks before it acts, may be tried again."""
+
+
 class EngineTimeout(CmanError):
     exit_code = ExitCode.TIMEOUT
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import CmanError, ExitCode
+from .._sys.retry import idempotent
+from ..errors import CmanError, EngineExecFailed, ExitCode
 from ..models import _Jsonable
 from .faults import OK, PROBLEM, WARNING, Finding
 
@@ -57,17 +58,32 @@ class Report(_Jsonable):
         return any(s.status == REPAIRED for s in self.steps)
 
 
+def _engine_failed(err: BaseException) -> bool:
+    return isinstance(err, EngineExecFailed)
+
+
+@idempotent(_engine_failed)
+def _attempt(step: Step, did: list[str]) -> Finding:
+    """Look, mend what is missing, look again. A step looks before it acts, so when the engine
+    failed to run one of its commands (:class:`~cman.errors.EngineExecFailed`), it is run again
+    from its look; ``did`` keeps what any attempt mended."""
+    found = step.check()
+    if found.status == PROBLEM and step.repair is not None:
+        did.append(step.repair(found))
+        found = step.check()
+    return found
+
+
 def run_steps(steps: Sequence[Step], notify: Notify, report: Report | None = None) -> Report:
     report = report if report is not None else Report()
     for i, step in enumerate(steps, 1):
         prefix = f"[{i}/{len(steps)}] {step.name}"
         notify(f"{prefix} ...")
-        found = step.check()
+        did: list[str] = []
+        found = _attempt(step, did)
         status, detail = DONE, found.detail
-        if found.status == PROBLEM and step.repair is not None:
-            did = step.repair(found)
-            found = step.check()
-            status, detail = REPAIRED, f"{did}; {found.detail}" if found.status != PROBLEM else found.detail
+        if did:
+            status, detail = REPAIRED, f"{did[-1]}; {found.detail}" if found.status != PROBLEM else found.detail
         warnings = (f"{found.name}: {found.detail}: {found.fix}",) if found.status == WARNING else ()
         if found.status == PROBLEM:
             report.steps.append(StepResult(step.name, FAILED, found.detail))

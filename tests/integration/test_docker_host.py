@@ -173,11 +173,13 @@ FAULTS = {
 REPAIRED_BY = {"dockerd": "dockerd", "daemon-json": "daemon.json", "cgroup-mounts": "cgroups"}
 
 
-def _problems(backend: str, name: str) -> tuple[int, set[str]]:
+def _problems(backend: str, name: str) -> tuple[tuple[int, set[str]], str]:
+    """(doctor's exit code, the names of its problems), and their details for a failure message."""
     proc = cli("doctor", "docker-host", name, "--json", backend=backend, timeout=300)
     data = json.loads(proc.stdout)
     assert data["healthy"] is (proc.returncode == 0), proc.stdout
-    return proc.returncode, {f["name"] for f in data["findings"] if f["status"] == "problem"}
+    problems = [f for f in data["findings"] if f["status"] == "problem"]
+    return (proc.returncode, {f["name"] for f in problems}), "; ".join(f"{f['name']}: {f['detail']}" for f in problems)
 
 
 @pytest.mark.parametrize("backend", ENGINES)
@@ -188,16 +190,19 @@ def test_a_rerun_changes_nothing_then_repairs_what_was_broken(site: Site, backen
     again = _provision(site, backend)
     assert again.returncode == 0, again.stderr
     assert "nothing changed" in again.stdout
-    assert _problems(backend, name) == (0, set())
+    found, why = _problems(backend, name)
+    assert found == (0, set()), why
     for argv in FAULTS.values():
         proc = cli("exec", name, *argv, backend=backend)
         assert proc.returncode == 0, (argv, proc.stderr)
     ps = cli("exec", name, "sh", "-c", "ps -eo pid,ppid,args | grep [d]ocker; cat /var/run/docker*.pid", backend=backend)
-    assert _problems(backend, name) == (1, set(FAULTS)), ps.stdout
+    found, why = _problems(backend, name)
+    assert found == (1, set(FAULTS)), (why, ps.stdout)
     out = _json(_provision(site, backend, "--json"))
     repaired = {s["name"] for s in out["steps"] if s["status"] == "repaired"}  # type: ignore[attr-defined]
     assert repaired == set(REPAIRED_BY.values())
-    assert _problems(backend, name) == (0, set())
+    found, why = _problems(backend, name)
+    assert found == (0, set()), why
 
 
 @pytest.mark.parametrize(("args", "needle"), [

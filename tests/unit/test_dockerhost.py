@@ -240,3 +240,73 @@ def test_the_docker_check_tells_missing_from_a_failed_probe(
     found = host.check_docker()
     assert (found.status, host.probes.asked) == (status, asked)
     assert detail in found.detail
+
+
+class _FlakyExec:
+    """A backend's exec_capture that fails as given, then answers (Guest needs nothing else)."""
+
+    def __init__(self, *failures: Exception) -> None:
+        self.failures = list(failures)
+        self.calls = 0
+
+    def exec_capture(self, ref: str, command: list[str], *, stdin: bytes = b"") -> ExecResult:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return ExecResult(0, b'{"dns": ["10.0.0.1"]}', b"")
+
+
+def test_a_guest_read_asks_again_when_the_engine_failed_to_run_it() -> None:
+    """LXD under load can fail to start an exec (its log: "Failed to retrieve PID of executing
+    child process"): a read changes nothing, so it is asked again, not taken for a missing file."""
+    from cman.dockerhost.guest import Guest
+    from cman.errors import EngineExecFailed
+
+    flaky = _FlakyExec(EngineExecFailed("lxd: exec in dh: the daemon could not run or follow the command (code -1)"))
+    guest = Guest(backend=flaky, name="dh")  # type: ignore[arg-type]
+    assert guest.read("/etc/docker/daemon.json") == b'{"dns": ["10.0.0.1"]}'
+    assert flaky.calls == 2
+
+
+def test_a_guest_read_does_not_ask_again_for_an_answer_of_the_engine() -> None:
+    from cman.dockerhost.guest import Guest
+    from cman.errors import ContainerNotFound
+
+    flaky = _FlakyExec(ContainerNotFound("dh", "lxd"))
+    with pytest.raises(ContainerNotFound):
+        Guest(backend=flaky, name="dh").read("/etc/docker/daemon.json")  # type: ignore[arg-type]
+    assert flaky.calls == 1
+
+
+def test_a_step_is_run_again_from_its_look_when_the_engine_failed_a_command() -> None:
+    """A step looks before it acts: when the engine fails to run one of its commands, the step
+    runs again; what an earlier attempt mended still counts as repaired."""
+    from cman.errors import EngineExecFailed
+
+    state = {"fixed": False, "looks": 0}
+
+    def check() -> Finding:
+        state["looks"] += 1
+        if state["looks"] == 2:  # the look after the repair: the engine lost the command
+            raise EngineExecFailed("lxd: exec in dh: the daemon could not run or follow the command (code -1)")
+        return Finding("thing", OK if state["fixed"] else PROBLEM, "fixed" if state["fixed"] else "broken")
+
+    def repair(_found: Finding) -> str:
+        state["fixed"] = True
+        return "fixed it"
+
+    report = run_steps([Step("thing", check, repair)], lambda _m: None)
+    assert [(s.status, s.detail) for s in report.steps] == [("repaired", "fixed it; fixed")]
+    assert report.changed and state["looks"] == 3
+
+
+def test_a_step_is_not_run_again_for_other_errors() -> None:
+    calls: list[str] = []
+
+    def check() -> Finding:
+        calls.append("look")
+        raise UsageError("bad")
+
+    with pytest.raises(UsageError):
+        run_steps([Step("thing", check)], lambda _m: None)
+    assert calls == ["look"]

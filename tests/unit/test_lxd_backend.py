@@ -243,3 +243,21 @@ def test_probe_untrusted_and_uninitialised(fake_socket: Path, monkeypatch: pytes
     status = LxdBackend.probe()
     assert status.reachable is True and status.version == "5.0.2"
     assert "not initialised" in (status.problem or "") and "lxd init" in (status.fix or "")
+
+
+@pytest.mark.parametrize("code", [0, 1, 126, 127, 137])
+def test_an_exec_operation_gives_the_command_exit_code(code: int) -> None:
+    from cman.backends.lxd.exec import exit_status
+
+    assert exit_status("c1", {"metadata": {"return": code}}) == code
+
+
+@pytest.mark.parametrize("operation", [{"metadata": {"return": -1}}, {"metadata": {}}, {}])
+def test_an_exec_operation_without_a_status_is_an_error_not_an_exit_code(operation: dict[str, Any]) -> None:
+    """LXD says -1 when its forkexec could not report the command's PID (under load): no caller
+    may read that as the command's answer."""
+    from cman.backends.lxd.exec import exit_status
+    from cman.errors import EngineExecFailed
+
+    with pytest.raises(EngineExecFailed, match="c1"):
+        exit_status("c1", operation, "EOF")

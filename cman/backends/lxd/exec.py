@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from ... import jobs
 from ..._sys import tty as _tty
-from ...errors import CmanError, Conflict, EngineError, Interrupted
+from ...errors import CmanError, Conflict, EngineError, EngineExecFailed, Interrupted
 from ...models import State
 from ...oci import imageconfig
 from . import endpoint
@@ -27,6 +27,22 @@ from .convert import CFG_LABEL, _state_of
 if TYPE_CHECKING:
     from ...models import StdIO
     from .ws import Dial
+
+
+def exit_status(ref: str, operation: Mapping[str, Any], failure: str = "") -> int:
+    """An exec operation's exit code. A negative one is LXD's own failure to start or follow the
+    command, never its status: under load its forkexec helper can fail to report the command's
+    PID ("Failed to retrieve PID of executing child process" in LXD's log) and the operation
+    says -1. That is an error, so that no caller takes it for the command's answer (a ``cat``
+    of a file that is there is not "missing")."""
+    code = (operation.get("metadata") or {}).get("return")
+    if code is None:
+        raise EngineExecFailed(f"lxd: exec in {ref} finished but reported no exit code")
+    if int(code) < 0:
+        why = f": {failure}" if failure else ""
+        raise EngineExecFailed(f"lxd: exec in {ref}: the daemon could not run or follow the command (code {code}{why})",
+                               hint="try again; LXD's log says why")
+    return int(code)
 
 
 class LxdExec(LxdConnection):
@@ -100,19 +116,16 @@ class LxdExec(LxdConnection):
             channels.close()
         with _boundary(container=ref, action="exec"):
             try:
-                meta: Mapping[str, Any] = self._wait_op(operation)
+                code = exit_status(ref, self._wait_op(operation))
             except OperationFailed as err:
                 # LXD marks every exec that returns 126/127 as failed ("Command not found"),
                 # whether or not the command existed: the code is the truth, not the text.
                 if (err.operation.get("metadata") or {}).get("return") is None:
                     raise
-                meta = err.operation
-        code = (meta.get("metadata") or {}).get("return")
-        if code is None:
-            raise EngineError(f"lxd: exec in {ref} finished but reported no exit code")
-        if int(code) in (126, 127) and not produced and command:
+                code = exit_status(ref, err.operation, err.message)
+        if code in (126, 127) and not produced and command:
             self._explain_launch_failure(ref, program or command[0], int(code), io)
-        return int(code)
+        return code
 
     def _exec_quiet(self, ref: str, argv: Sequence[str]) -> tuple[int, str]:
         """Run ``argv`` without a terminal; its exit code and what it said on stderr."""
