@@ -39,7 +39,7 @@ CGROUPS_MOUNT = ("sh", "-c", "if command -v cgroupfs-mount >/dev/null; then exec
 """The v1 hierarchies mounted inside, as Debian's cgroupfs-mount does (used when it is there)."""
 
 
-def _engine_failed(err: BaseException) -> bool:
+def engine_failed(err: BaseException) -> bool:
     """The engine failed to run a command (LXD's exec can, under load): for a command that
     changes nothing (a read, a probe), asking again is safe."""
     return isinstance(err, EngineExecFailed)
@@ -58,18 +58,18 @@ class Guest:
             argv = ["timeout", "-k", "5", str(timeout), *argv]
         return self.backend.exec_capture(self.name, list(argv), stdin=stdin)
 
-    @idempotent(_engine_failed)
+    @idempotent(engine_failed)
     def ok(self, argv: Sequence[str], *, timeout: int | None = 60) -> bool:
         """Does the probe ``argv`` succeed? (Probes change nothing in the guest.)"""
         return self.run(argv, timeout=timeout).exit_code == 0
 
-    @idempotent(_engine_failed)
+    @idempotent(engine_failed)
     def text(self, argv: Sequence[str], *, timeout: int | None = 60) -> str:
         """stdout and stderr together, decoded (for judging, never for parsing data)."""
         done = self.run(argv, timeout=timeout)
         return (done.stdout + done.stderr).decode("utf-8", "replace")
 
-    @idempotent(_engine_failed)
+    @idempotent(engine_failed)
     def read(self, path: str) -> bytes | None:
         """The file's bytes, or None when it is not there."""
         done = self.run(["cat", "--", path])

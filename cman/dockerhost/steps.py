@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .._sys.retry import idempotent
-from ..errors import CmanError, EngineExecFailed, ExitCode
+from ..errors import CmanError, ExitCode
 from ..models import _Jsonable
 from .faults import OK, PROBLEM, WARNING, Finding
+from .guest import engine_failed
 
 Notify = Callable[[str], None]
 
@@ -58,11 +59,7 @@ class Report(_Jsonable):
         return any(s.status == REPAIRED for s in self.steps)
 
 
-def _engine_failed(err: BaseException) -> bool:
-    return isinstance(err, EngineExecFailed)
-
-
-@idempotent(_engine_failed)
+@idempotent(engine_failed)
 def _attempt(step: Step, did: list[str]) -> Finding:
     """Look, mend what is missing, look again. A step looks before it acts, so when the engine
     failed to run one of its commands (:class:`~cman.errors.EngineExecFailed`), it is run again
